@@ -1,0 +1,47 @@
+"""latentsearch: vector similarity search over latent representations.
+
+    import latentsearch
+    with latentsearch.create("notes", encoder="minilm") as col:
+        col.add(["a note about cats", "a note about ships"])
+        print(col.search("boats", k=1))
+
+Importing this package loads no model library and no FAISS; they load when first needed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import LatentSearchError
+from .types import Hit, IndexReport, Item
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+
+def create(path: Any, **options: Any) -> Collection:
+    """Create a collection: ``create(path, encoder="minilm", index="auto", metric="cosine",
+    store=None, dim=None, vector_dtype="float32")``; see :meth:`Collection.create`."""
+    from .collection import Collection
+
+    return Collection.create(path, **options)
+
+
+def open(path: Any, encoder: str | None = None) -> Collection:  # noqa: A001 - the natural name
+    """Open the collection at ``path``; see :meth:`Collection.open`."""
+    from .collection import Collection
+
+    return Collection.open(path, encoder=encoder)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Collection":
+        from .collection import Collection
+
+        return Collection
+    raise AttributeError(f"module 'latentsearch' has no attribute {name!r}")
+
+
+__all__ = ["Collection", "Hit", "IndexReport", "Item", "LatentSearchError", "create", "open", "__version__"]

@@ -1,0 +1,294 @@
+"""The ``latentsearch`` command: a thin shell over :class:`Collection`.
+
+Heavy libraries (torch, FAISS, the store) are imported inside the commands, so ``--help`` is
+instant. Every :class:`LatentSearchError` becomes one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import LatentSearchError
+
+EXIT_SKIPPED = 3  # the run finished, but some inputs were skipped
+
+
+class Group(click.Group):
+    """Turns library errors into ``Error: <sentence>`` and exit status 1, with no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LatentSearchError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("interrupted; every finished batch is saved", err=True)
+            sys.exit(130)
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+
+
+def collection_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("collection", type=click.Path(file_okay=False, path_type=Path))(fn)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="latentsearch")
+def cli() -> None:
+    """Index texts and images as latent vectors and search them.
+
+    \b
+    Example:
+      latentsearch index notes data/ && latentsearch search notes "how do ships float?"
+    """
+
+
+@cli.command()
+@collection_argument
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--encoder", default=None, help="Encoder spec for a new collection [default: minilm].")
+@click.option("--index", "index_spec", default="auto", show_default=True, help="FAISS index spec for a new collection.")
+@click.option("--metric", type=click.Choice(["cosine", "ip", "l2"]), default="cosine", show_default=True)
+@click.option("--db", default=None, help="SQLAlchemy URL of the store [default: SQLite in the collection folder].")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--text-field", default="text", show_default=True, help="JSONL/CSV field(s) with the text; 'title,text' joins two.")
+@click.option("--image-field", default=None, help="JSONL/CSV field with an image path (relative to the file).")
+@click.option("--key-field", default=None, help="JSONL/CSV field with each record's key [default: _id, id or key].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@json_option
+def index(
+    collection: Path,
+    paths: tuple[Path, ...],
+    encoder: str | None,
+    index_spec: str,
+    metric: str,
+    db: str | None,
+    batch_size: int,
+    text_field: str,
+    image_field: str | None,
+    key_field: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Index files and folders into COLLECTION, creating it when missing.
+
+    Text files (.txt .md .html …), images (.jpg .png .webp …) and JSONL/CSV records (a text or
+    image-path field, the other fields become metadata). Files already indexed and unchanged
+    are skipped, so running the same command again only adds what is new.
+
+    \b
+    Example:
+      latentsearch index papers corpus.jsonl --text-field title,text
+      latentsearch index photos ~/Pictures --encoder timm:resnet50
+    """
+    from .collection import Collection
+    from .config import manifest_path
+    from .ingest.sources import RecordFields
+
+    fields = RecordFields(text=text_field, image=image_field, key=key_field)
+    if manifest_path(collection).exists():
+        col = Collection.open(collection, encoder=encoder)
+    else:
+        col = Collection.create(collection, encoder=encoder or "minilm", index=index_spec, metric=metric, store=db)
+    with col:
+        report = _run_with_progress(col, paths, fields, batch_size, quiet or as_json)
+    if as_json:
+        echo_json(report.to_dict())
+    elif not quiet:
+        _print_report(report)
+    if report.skipped:
+        sys.exit(EXIT_SKIPPED)
+
+
+def _run_with_progress(col: Any, paths: Any, fields: Any, batch_size: int, quiet: bool) -> Any:
+    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    if quiet:
+        return col.index_paths(paths, fields, batch_size)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("indexing"),
+        MofNCompleteColumn(),
+        TextColumn("items · {task.fields[rate]:.1f} items/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True, console=_stderr()) as bar:
+        task = bar.add_task("index", total=None, rate=0.0)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            elapsed = bar.tasks[0].elapsed or 0.0
+            bar.update(task, rate=bar.tasks[0].completed / elapsed if elapsed else 0.0)
+
+        return col.index_paths(paths, fields, batch_size, progress=advance)
+
+
+def _print_report(report: Any) -> None:
+    click.echo(
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"skipped {len(report.skipped)} in {report.seconds:.1f} s ({report.items_per_second:.1f} items/s)"
+    )
+    for s in report.skipped[:20]:
+        click.echo(f"  skipped {s.source}: {s.reason}", err=True)
+    if len(report.skipped) > 20:
+        click.echo(f"  … and {len(report.skipped) - 20} more", err=True)
+
+
+def _stderr() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@cli.command()
+@collection_argument
+@click.argument("query", required=False)
+@click.option("-k", default=10, show_default=True, type=click.IntRange(min=1), help="How many results.")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Search by this image instead of text.")
+@json_option
+def search(collection: Path, query: str | None, k: int, image: Path | None, as_json: bool) -> None:
+    """Search COLLECTION for QUERY (text) or --image.
+
+    \b
+    Example:
+      latentsearch search papers "do vaccines cause autism?" -k 5
+      latentsearch search photos --image cat.jpg --json
+    """
+    from .collection import Collection
+
+    if (query is None) == (image is None):
+        raise click.UsageError("give a text QUERY or --image PATH (one of them)")
+    with Collection.open(collection) as col:
+        hits = col.search(image if image is not None else query, k=k)
+    if as_json:
+        echo_json([h.to_dict() for h in hits])
+        return
+    from rich.table import Table
+
+    table = Table("#", "score", "id", "source", "text", box=None, pad_edge=False)
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), f"{hit.score:.4f}", str(hit.id), _short(hit.key or hit.source or ""), hit.snippet(70))
+    _stdout().print(table)
+    if not hits:
+        click.echo("no results (the collection is empty)")
+
+
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def _stdout() -> Any:
+    from rich.console import Console
+
+    return Console(soft_wrap=False)
+
+
+@cli.command()
+@collection_argument
+@json_option
+def info(collection: Path, as_json: bool) -> None:
+    """Describe COLLECTION: encoder, dimension, metric, index, size, store.
+
+    \b
+    Example:
+      latentsearch info papers
+    """
+    from .collection import Collection
+
+    with Collection.open(collection) as col:
+        data = col.info()
+    if as_json:
+        echo_json(data)
+        return
+    width = max(map(len, data))
+    for key, value in data.items():
+        if key.endswith("_bytes") and value is not None:
+            value = _human_bytes(value)
+        click.echo(f"{key.replace('_', ' '):<{width}}  {value}")
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@cli.command()
+@collection_argument
+@click.option("--id", "ids", multiple=True, type=int, help="Item id to delete (repeatable).")
+@click.option("--key", "keys", multiple=True, help="Item key to delete (repeatable); file items are keyed by path.")
+def delete(collection: Path, ids: tuple[int, ...], keys: tuple[str, ...]) -> None:
+    """Delete items from COLLECTION by id or key.
+
+    \b
+    Example:
+      latentsearch delete papers --id 12 --id 40
+    """
+    from .collection import Collection
+
+    if not ids and not keys:
+        raise click.UsageError("name at least one --id or --key")
+    with Collection.open(collection) as col:
+        n = col.delete(ids=ids, keys=keys)
+    click.echo(f"deleted {n} of {len(ids) + len(keys)} items")
+    if n < len(ids) + len(keys):
+        sys.exit(EXIT_SKIPPED)
+
+
+@cli.command()
+@collection_argument
+@click.option("--index", "index_spec", required=True, help="New FAISS index spec, e.g. HNSW32 or IVF1024,Flat.")
+def reindex(collection: Path, index_spec: str) -> None:
+    """Rebuild COLLECTION's index from its stored vectors (no re-encoding).
+
+    \b
+    Example:
+      latentsearch reindex papers --index HNSW32
+    """
+    from .collection import Collection
+
+    with Collection.open(collection) as col:
+        col.reindex(index_spec)
+        click.echo(f"rebuilt the index as {col.index.describe()} over {col.index.ntotal} vectors")
+
+
+@cli.command()
+@json_option
+def encoders(as_json: bool) -> None:
+    """List the encoders: built-in ones and installed plugins.
+
+    \b
+    Example:
+      latentsearch encoders
+    """
+    from .encoders import list_encoders
+
+    rows = list_encoders()
+    if as_json:
+        echo_json([{"kind": k, "origin": o, "description": d} for k, o, d in rows])
+        return
+    from rich.table import Table
+
+    table = Table("kind", "origin", "description", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    _stdout().print(table)
+
+
+def main() -> None:
+    cli(prog_name="latentsearch")

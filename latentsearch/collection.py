@@ -1,0 +1,454 @@
+"""Collection: the one place that wires an encoder, a FAISS index and a SQL store together."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from . import __version__
+from .config import CollectionConfig, manifest_path, read_manifest, write_manifest
+from .encoders import ENCODERS, create_encoder
+from .encoders.base import Encoder
+from .errors import (
+    CollectionExistsError,
+    CollectionLockedError,
+    CollectionNotFoundError,
+    EncoderMismatchError,
+    InvalidInputError,
+)
+from .indexes.faiss_index import FaissIndex
+from .indexes.selection import IndexSpec, choose_auto
+from .ingest.pipeline import batched, encode_records
+from .ingest.records import Record
+from .ingest.sources import RecordFields, records_from_paths
+from .query.search import QueryVectors, to_hits
+from .stores.sql import NewItem, SqlStore, sqlite_url
+from .types import Hit, IndexReport, Item, Skipped
+from .vectors import prepare
+
+log = logging.getLogger(__name__)
+
+NO_ENCODER = "none"
+STORE_FILE = "metadata.db"
+INDEX_FILE = "index.faiss"
+INDEX_META = "index.json"
+LOCK_FILE = ".lock"
+Progress = Callable[[int], None]
+
+
+class Collection:
+    """A folder holding a manifest, a store and an index snapshot. Use as a context manager."""
+
+    def __init__(self, path: Path, config: CollectionConfig, encoder: Encoder | None = None):
+        self.path, self.config = path, config
+        url = config.store_url or sqlite_url(path / STORE_FILE)
+        self.store = SqlStore(url, config.dim, config.vector_dtype, config.store_schema)
+        self._encoder = encoder
+        self._index: FaissIndex | None = None
+        self._watermark = 0
+        self._saved_watermark = -1
+        self._lock = FileLock(str(path / LOCK_FILE))
+        self.lock_timeout = 10.0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        encoder: str | None = "minilm",
+        index: str = "auto",
+        metric: str = "cosine",
+        store: str | None = None,
+        dim: int | None = None,
+        vector_dtype: str = "float32",
+    ) -> Collection:
+        """A new, empty collection at ``path``. ``encoder=None`` stores precomputed vectors of ``dim``."""
+        path = Path(path).expanduser()
+        if manifest_path(path).exists():
+            raise CollectionExistsError(f"a collection already exists at {path}; open it instead")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise CollectionExistsError(f"{path} exists and is not an empty folder")
+        enc = create_encoder(encoder) if encoder and encoder != NO_ENCODER else None
+        if enc is None and not dim:
+            raise InvalidInputError("a collection without an encoder needs dim=, the vector dimension")
+        if enc is not None and dim and dim != enc.dim:
+            raise InvalidInputError(f"dim={dim} but the encoder {enc.spec!r} gives {enc.dim}")
+        spec = IndexSpec.parse(index)
+        config = CollectionConfig(
+            encoder=enc.spec if enc else NO_ENCODER,
+            dim=enc.dim if enc else int(dim),  # type: ignore[arg-type]
+            metric=metric,
+            index=str(spec),
+            encoder_fingerprint=enc.fingerprint() if enc else "",
+            store_url=store,
+            store_schema=_schema_name(path) if store and not store.startswith("sqlite") else None,
+            vector_dtype=vector_dtype,
+            created_by=f"latentsearch {__version__}",
+        )
+        if not spec.is_auto:
+            FaissIndex(spec.factory, config.dim, metric)  # a bad spec fails before anything is written
+        created = not path.exists()
+        path.mkdir(parents=True, exist_ok=True)
+        self = cls(path, config, enc)
+        try:
+            self.store.create({"encoder": config.encoder, "dim": str(config.dim), "metric": metric})
+            write_manifest(path, config)  # last: a folder without a manifest is no collection
+        except BaseException:
+            self.store.close()
+            if config.store_schema:
+                _try(self.store.drop)
+            shutil.rmtree(path) if created else [p.unlink() for p in path.iterdir() if p.is_file()]
+            raise
+        return self
+
+    @classmethod
+    def open(cls, path: str | Path, encoder: str | None = None) -> Collection:
+        """The collection at ``path``. Naming an ``encoder`` checks it is the one that built it."""
+        path = Path(path).expanduser()
+        try:
+            config = read_manifest(path)
+        except FileNotFoundError:
+            raise CollectionNotFoundError(
+                f"no collection at {path}; create one with `latentsearch index {path} FILES...` "
+                "or latentsearch.create()"
+            ) from None
+        self = cls(path, config)
+        if encoder is not None and not self._same_encoder(encoder):
+            raise EncoderMismatchError(
+                f"the collection at {path} was built with the encoder {config.encoder!r}, "
+                f"not {encoder!r}; open it without naming an encoder, or create a new collection"
+            )
+        return self
+
+    def _same_encoder(self, spec: str) -> bool:
+        if spec == self.config.encoder or str(ENCODERS.resolve(spec)) == self.config.encoder:
+            return True
+        if self.config.encoder == NO_ENCODER or spec == NO_ENCODER:
+            return False
+        return create_encoder(spec).spec == self.config.encoder
+
+    def close(self) -> None:
+        """Save the index snapshot when this process changed anything, and release the lock."""
+        try:
+            if self._lock.is_locked:
+                self.flush()
+        finally:
+            if self._lock.is_locked:
+                self._lock.release(force=True)
+            self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.path)!r}, encoder={self.config.encoder!r}, index={self.config.index!r})"
+
+    # -- the parts, loaded when first needed ----------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder | None:
+        if self._encoder is None and self.config.encoder != NO_ENCODER:
+            enc = create_encoder(self.config.encoder)
+            if self.config.encoder_fingerprint and enc.fingerprint() != self.config.encoder_fingerprint:
+                raise EncoderMismatchError(
+                    f"the encoder {self.config.encoder!r} now gives different vectors than when "
+                    "this collection was built (its weights or preprocessing changed); "
+                    "index into a new collection"
+                )
+            self._encoder = enc
+        return self._encoder
+
+    @property
+    def index(self) -> FaissIndex:
+        """The index, loaded from its snapshot (or rebuilt) and brought up to the store's state."""
+        if self._index is None:
+            spec = IndexSpec.parse(self.config.index)
+            loaded = FaissIndex.load(
+                self.path / INDEX_FILE, self.path / INDEX_META, self.config.dim, self.config.metric, spec.search
+            )
+            if loaded is None or loaded[1].spec != self.config.index or loaded[1].watermark > self.store.max_seq():
+                self._rebuild()
+            else:
+                self._index, snap = loaded
+                self._watermark = self._saved_watermark = snap.watermark
+        self._catch_up()
+        return self._index  # type: ignore[return-value]
+
+    def _rebuild(self) -> None:
+        """A fresh index from every vector in the store (invariant 1: never re-encodes)."""
+        spec = IndexSpec.parse(self.config.index)
+        watermark = self.store.max_seq()
+        factory = choose_auto(self.store.count(), self.config.dim) if spec.is_auto else spec.factory
+        index = FaissIndex(factory, self.config.dim, self.config.metric, spec.search)
+        for ids, vectors in self.store.iter_vectors():
+            index.add(ids, vectors)
+        self._index, self._watermark, self._saved_watermark = index, watermark, -1
+
+    def _catch_up(self) -> None:
+        """Apply the store's changes after the index's watermark (invariant 2)."""
+        assert self._index is not None
+        ids, newest = self.store.changed_since(self._watermark)
+        if len(ids):
+            self._index.remove(ids)
+            found, vectors = self.store.vectors(ids)
+            self._index.add(found, vectors)
+        self._watermark = newest
+
+    def _writer(self) -> None:
+        """Take the writer lock (once) and bring the index up to date under it."""
+        if not self._lock.is_locked:
+            try:
+                self._lock.acquire(timeout=self.lock_timeout)
+            except Timeout:
+                raise CollectionLockedError(
+                    f"another process is writing to {self.path}; wait for it to finish "
+                    f"(waited {self.lock_timeout:.0f} s)"
+                ) from None
+        _ = self.index
+
+    def flush(self) -> None:
+        """Save the index snapshot if it is behind the store (atomic; needs the writer lock)."""
+        self._writer()
+        index = self.index
+        spec = IndexSpec.parse(self.config.index)
+        if spec.is_auto and choose_auto(index.ntotal, self.config.dim) != index.factory:
+            self._rebuild()
+            index = self._index  # type: ignore[assignment]
+        if self._watermark != self._saved_watermark:
+            index.save(self.path / INDEX_FILE, self.path / INDEX_META, self.config.index, self._watermark)
+            self._saved_watermark = self._watermark
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def add(
+        self,
+        inputs: Sequence[Any] | np.ndarray,
+        metadata: Sequence[dict[str, Any]] | None = None,
+        keys: Sequence[str] | None = None,
+        batch_size: int = 64,
+    ) -> list[int]:
+        """Add texts (``str``), images (PIL images or ``Path``s to image files) or a 2-D array of
+        precomputed vectors; returns the new ids in order. A key that exists already is an error."""
+        records = make_records(inputs, metadata, keys)
+        return self.add_records(records, batch_size=batch_size, on_conflict="error").ids
+
+    def upsert(
+        self,
+        inputs: Sequence[Any] | np.ndarray,
+        keys: Sequence[str],
+        metadata: Sequence[dict[str, Any]] | None = None,
+        batch_size: int = 64,
+    ) -> list[int]:
+        """Add or replace by key; returns each input's id (an updated item keeps its id)."""
+        records = make_records(inputs, metadata, keys)
+        return self.add_records(records, batch_size=batch_size, on_conflict="update").ids
+
+    def index_paths(
+        self,
+        paths: Iterable[str | Path],
+        fields: RecordFields = RecordFields(),
+        batch_size: int = 64,
+        progress: Progress | None = None,
+    ) -> IndexReport:
+        """Index files and folders (text, images, JSONL/CSV records); unchanged files are skipped."""
+        return self.add_records(records_from_paths(paths, fields), batch_size, "update", progress)
+
+    def add_records(
+        self,
+        records: Iterable[Record | Skipped],
+        batch_size: int = 64,
+        on_conflict: str = "update",
+        progress: Progress | None = None,
+    ) -> IndexReport:
+        """Encode and store records batch by batch, each batch one transaction."""
+        if on_conflict not in ("update", "error"):
+            raise InvalidInputError(f"on_conflict must be 'update' or 'error', not {on_conflict!r}")
+        if batch_size <= 0:
+            raise InvalidInputError(f"batch size must be positive, got {batch_size}")
+        self._writer()
+        report, started = IndexReport(), time.perf_counter()
+        for batch in batched(records, batch_size):
+            self._add_batch(batch, on_conflict, report)
+            if progress:
+                progress(len(batch))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _add_batch(self, batch: list[Record | Skipped], on_conflict: str, report: IndexReport) -> None:
+        report.skipped += [r for r in batch if isinstance(r, Skipped)]
+        records = _last_per_key([r for r in batch if isinstance(r, Record)])
+        existing = self.store.keys_to_ids([r.key for r in records if r.key is not None])
+        if existing and on_conflict == "error":
+            key = next(iter(existing))
+            raise InvalidInputError(f"key {key!r} exists already; use upsert() to replace it")
+        todo: list[tuple[Record, str]] = []
+        for record in records:
+            try:
+                digest = record.content_hash()
+            except OSError as exc:
+                report.skipped.append(Skipped(record.source or str(record.key), f"unreadable: {exc}"))
+                continue
+            if record.key in existing and existing[record.key][1] == digest:
+                report.unchanged += 1
+                report.ids.append(existing[record.key][0])
+                continue
+            todo.append((record, digest))
+        encoded = encode_records(self.encoder, [r for r, _ in todo], self.config.dim, batch_size=len(todo) or 1)
+        report.skipped += encoded.skipped
+        vectors = prepare(encoded.vectors, self.config.dim, self.config.metric)
+        digests = {id(r): d for r, d in todo}
+        inserts: list[NewItem] = []
+        updates: dict[int, NewItem] = {}
+        for record, vector in zip(encoded.records, vectors):
+            item = NewItem(
+                vector=vector,
+                modality=record.modality,
+                key=record.key,
+                source=record.source,
+                text=record.text,
+                metadata=record.metadata,
+                content_hash=digests[id(record)],
+            )
+            if record.key in existing:
+                updates[existing[record.key][0]] = item
+            else:
+                inserts.append(item)
+        if not inserts and not updates:
+            return
+        ids = self.store.write(inserts, updates)
+        report.added += len(ids)
+        report.updated += len(updates)
+        report.ids += ids + list(updates)
+        self._catch_up()
+
+    def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = ()) -> int:
+        """Delete items by id and/or key; returns how many existed."""
+        self._writer()
+        wanted = [int(i) for i in ids] + [i for i, _ in self.store.keys_to_ids(list(keys)).values()]
+        present = list(self.store.get(wanted))
+        if present:
+            self.store.write(deletes=present)
+            self._catch_up()
+        return len(present)
+
+    def reindex(self, index: str | None = None) -> None:
+        """Rebuild the index from the stored vectors (with a new spec when given), never re-encoding."""
+        self._writer()
+        spec = IndexSpec.parse(index or self.config.index)
+        if not spec.is_auto:
+            FaissIndex(spec.factory, self.config.dim, self.config.metric)
+        self.config = self.config.replace(index=str(spec))
+        self._rebuild()
+        self.flush()
+        write_manifest(self.path, self.config)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[int]) -> list[Item]:
+        """The items with these ids, in that order; ids that do not exist are left out."""
+        found = self.store.get(ids)
+        return [found[int(i)] for i in ids if int(i) in found]
+
+    def search(self, query: Any, k: int = 10) -> list[Hit]:
+        """The ``k`` nearest items to a text, a PIL image, an image ``Path``, a vector or an item id."""
+        return self.search_batch([query], k)[0]
+
+    def search_batch(self, queries: Sequence[Any], k: int = 10) -> list[list[Hit]]:
+        """One list of hits per query; queries are encoded together and searched in one call."""
+        if not isinstance(k, int) or k <= 0:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        index = self.index
+        qv = QueryVectors.build(queries, self)
+        D, I = index.search(qv.vectors, k + qv.extra)
+        return to_hits(D, I, qv.exclude, k, self.store)
+
+    def info(self) -> dict[str, Any]:
+        index = self.index
+        files = [self.path / n for n in (INDEX_FILE, INDEX_META, "latentsearch.json")]
+        return {
+            "path": str(self.path),
+            "encoder": self.config.encoder,
+            "dim": self.config.dim,
+            "metric": self.config.metric,
+            "index": self.config.index,
+            "index_in_use": index.describe(),
+            "items": len(self),
+            "indexed": index.ntotal,
+            "store": self.store.safe_url,
+            "store_bytes": self.store.size_bytes(),
+            "index_bytes": sum(p.stat().st_size for p in files if p.exists()),
+            "vector_dtype": self.config.vector_dtype,
+            "created_by": self.config.created_by,
+        }
+
+
+def make_records(
+    inputs: Sequence[Any] | np.ndarray,
+    metadata: Sequence[dict[str, Any]] | None,
+    keys: Sequence[str] | None,
+) -> list[Record]:
+    """Records for ``add``: a 2-D array is vectors; str is text; Path and PIL images are images."""
+    if isinstance(inputs, np.ndarray) and inputs.ndim == 2:
+        items: list[Any] = list(inputs)
+    elif isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence | np.ndarray):
+        raise InvalidInputError("add() takes a list of inputs (or a 2-D array of vectors), not a single one")
+    else:
+        items = list(inputs)
+    for name, extra in (("metadata", metadata), ("keys", keys)):
+        if extra is not None and len(extra) != len(items):
+            raise InvalidInputError(f"{len(items)} inputs but {len(extra)} {name}")
+    records = []
+    for i, value in enumerate(items):
+        record = record_for(value)
+        record.key = keys[i] if keys is not None else None
+        record.metadata = dict(metadata[i]) if metadata is not None else {}
+        records.append(record)
+    return records
+
+
+def record_for(value: Any) -> Record:
+    if isinstance(value, str):
+        return Record(text=value)
+    if isinstance(value, Path):
+        return Record(image_path=value.expanduser().resolve(), source=str(value.expanduser().resolve()))
+    if isinstance(value, np.ndarray):
+        return Record(vector=value)
+    if hasattr(value, "convert") and hasattr(value, "size"):  # a PIL image
+        return Record(image=value)
+    raise InvalidInputError(
+        f"cannot add a {type(value).__name__}; give str (text), PIL images, Paths of images or vectors"
+    )
+
+
+def _last_per_key(records: list[Record]) -> list[Record]:
+    """Within one batch, a key given twice keeps its last record."""
+    last = {r.key: i for i, r in enumerate(records) if r.key is not None}
+    return [r for i, r in enumerate(records) if r.key is None or last[r.key] == i]
+
+
+def _schema_name(path: Path) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", path.name.lower()).strip("_")[:40] or "collection"
+    return f"ls_{slug}_{secrets.token_hex(4)}"
+
+
+def _try(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception as exc:  # cleanup after a failure must not hide the failure
+        log.warning("cleanup failed: %s", exc)

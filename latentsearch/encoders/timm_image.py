@@ -1,0 +1,118 @@
+"""Image encoders from timm: pooled features (``num_classes=0``) with the model's own preprocessing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..devices import torch_device
+from ..errors import InvalidInputError, LatentSearchError
+from ..registry import pop_bool, pop_int, reject_unknown_options
+from .base import BaseEncoder, digest, module_digest
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+_OPTIONS = ["pretrained", "checkpoint", "seed"]
+
+
+def load_checkpoint_weights(model: Any, path: Path) -> None:
+    """Load a local checkpoint (safetensors, or a torch file with ``weights_only=True``).
+
+    Classifier weights the pooled model has no use for are dropped; any weight the model needs
+    and the file lacks is an error, so a wrong file never silently leaves random weights.
+    """
+    from timm.models import load_state_dict
+
+    if not path.is_file():
+        raise InvalidInputError(f"timm checkpoint {path} does not exist")
+    try:
+        state = load_state_dict(str(path), weights_only=True)
+    except Exception as exc:
+        raise InvalidInputError(f"cannot read the timm checkpoint {path}: {exc}") from exc
+    wanted = model.state_dict()
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise InvalidInputError(
+            f"the checkpoint {path} lacks {len(missing)} weights of this model "
+            f"(first: {missing[0]!r}); is it for another architecture?"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=True)
+
+
+class TimmImageEncoder(BaseEncoder):
+    """``timm:NAME[?pretrained=false|checkpoint=FILE|seed=N]``.
+
+    ``pretrained`` (default true) fetches the published weights by name; ``checkpoint`` loads a
+    local file instead; with ``pretrained=false`` the weights are random but seeded, so the same
+    spec always gives the same encoder.
+    """
+
+    modalities = frozenset({"image"})
+
+    def __init__(self, name: str = "", options: dict[str, str] | None = None) -> None:
+        import timm
+        import torch
+
+        if not name:
+            raise InvalidInputError("timm needs a model name, e.g. timm:resnet50")
+        options = dict(options or {})
+        checkpoint = options.pop("checkpoint", None)
+        pretrained = pop_bool(options, "pretrained", checkpoint is None)
+        seed = pop_int(options, "seed", 0)
+        reject_unknown_options("timm", options, _OPTIONS)
+        if checkpoint and pretrained:
+            raise InvalidInputError("timm: give either checkpoint=FILE or pretrained=true, not both")
+
+        parts = [f"pretrained={str(pretrained).lower()}"]
+        if checkpoint:
+            checkpoint = str(Path(checkpoint).expanduser().resolve())
+            parts = [f"checkpoint={checkpoint}"]
+        if not pretrained and not checkpoint:
+            parts.append(f"seed={seed}")
+        self.spec = f"timm:{name}?" + "&".join(parts)
+
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc):
+                raise InvalidInputError(
+                    f"timm has no model {name!r}; `timm.list_models('*pattern*')` lists them"
+                ) from exc
+            raise LatentSearchError(f"cannot create the timm model {name!r}: {exc}") from exc
+        except Exception as exc:
+            raise LatentSearchError(
+                f"cannot create the timm model {name!r} ({type(exc).__name__}: {exc}); "
+                "without network use pretrained=false or checkpoint=FILE"
+            ) from exc
+        if checkpoint:
+            load_checkpoint_weights(model, Path(checkpoint))
+        self.device = torch_device()
+        self.model = model.eval().to(self.device)
+        self.dim = int(model.num_features)
+        config = timm.data.resolve_model_data_config(model)
+        self._config_text = repr(sorted(config.items()))
+        self.transform = timm.data.create_transform(**config, is_training=False)
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = digest("timm", module_digest(self.model), self._config_text)
+        return self._fingerprint
+
+    def encode_image(self, images: Sequence[Image], batch_size: int = 32) -> np.ndarray:
+        import torch
+
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                batch = torch.stack(
+                    [self.transform(im.convert("RGB")) for im in images[start : start + batch_size]]
+                ).to(self.device)
+                chunks.append(self.model(batch).float().cpu().numpy())
+        return self._checked(np.concatenate(chunks) if chunks else [], len(images))

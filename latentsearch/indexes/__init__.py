@@ -1,0 +1,1 @@
+"""FAISS indexes described by factory strings; see :mod:`.faiss_index`."""

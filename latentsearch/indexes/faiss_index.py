@@ -1,0 +1,317 @@
+"""A FAISS index whose ids are the store's ids.
+
+The index is derived data: the store holds every vector, so anything here can be rebuilt.
+Indexes that need training (IVF, PQ) are served by an exact flat index until enough vectors
+exist to train them; indexes that cannot remove vectors (HNSW) drop deleted ids from their id
+map and filter them out at search time until the next rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import atomic_write_bytes, fsync_dir
+from ..devices import faiss_gpu_count
+from ..errors import DimensionMismatchError, InvalidInputError, UnknownSpecError
+from .selection import DEFAULT_EF_SEARCH, IndexSpec
+
+log = logging.getLogger(__name__)
+
+MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means warns that training is unreliable
+DEAD = -1  # id-map value of a removed vector in an index that cannot remove
+
+
+def faiss_metric(metric: str) -> int:
+    import faiss
+
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def build_faiss(factory: str, dim: int, metric: str) -> Any:
+    """``faiss.index_factory`` with an error that names the bad spec."""
+    import faiss
+
+    try:
+        return faiss.index_factory(dim, factory, faiss_metric(metric))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise UnknownSpecError(
+            f"FAISS cannot build the index spec {factory!r} for dimension {dim} ({first}); "
+            "use e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ16 or auto"
+        ) from exc
+
+
+def _ivf(index: Any) -> Any | None:
+    import faiss
+
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def training_size(index: Any) -> int:
+    """How many vectors ``index`` needs before it can be trained reliably (0: no training)."""
+    import faiss
+
+    if index.is_trained:
+        return 0
+    need = 1
+    ivf = _ivf(index)
+    if ivf is not None:
+        need = max(need, MIN_POINTS_PER_CENTROID * ivf.nlist)
+        inner = faiss.downcast_index(ivf)
+    else:
+        inner = faiss.downcast_index(index)
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
+    pq = getattr(inner, "pq", None)
+    if pq is not None:
+        need = max(need, MIN_POINTS_PER_CENTROID * pq.ksub)
+    return need
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Snapshot:
+    """What ``index.json`` says about ``index.faiss``."""
+
+    spec: str
+    factory: str  # the concrete factory string (``auto`` resolved)
+    trained: bool  # False: an exact flat index stands in until training
+    watermark: int  # the last change sequence the snapshot contains
+    ntotal: int
+    dead: int
+    file_bytes: int
+    file_digest: str
+
+
+class FaissIndex:
+    """One FAISS index over ``dim``-dimensional vectors with int64 ids."""
+
+    def __init__(self, factory: str, dim: int, metric: str, search: dict[str, int] | None = None):
+        import faiss
+
+        self.factory, self.dim, self.metric = factory, dim, metric
+        self.search_options = dict(search or {})
+        self._target = build_faiss(factory, dim, metric)
+        self._native_ids = _ivf(self._target) is not None
+        self.train_size = training_size(self._target)
+        if self.train_size:
+            self.index = faiss.IndexIDMap2(faiss.IndexFlat(dim, faiss_metric(metric)))
+        else:
+            self.index = self._wrap(self._target)
+        self.dead = 0
+        self._gpu: Any = None
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _wrap(self, index: Any) -> Any:
+        import faiss
+
+        return index if self._native_ids else faiss.IndexIDMap2(index)
+
+    @property
+    def trained(self) -> bool:
+        return self.train_size == 0
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal) - self.dead
+
+    def describe(self) -> str:
+        if self.trained:
+            return self.factory
+        return f"Flat (exact until {self.train_size} vectors train {self.factory})"
+
+    # -- mutation -----------------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = self._check(vectors)
+        if len(ids) != len(vectors):
+            raise InvalidInputError(f"{len(ids)} ids for {len(vectors)} vectors")
+        if not len(ids):
+            return
+        self.index.add_with_ids(vectors, ids)
+        self._gpu = None
+        if not self.trained and self.index.ntotal >= self.train_size:
+            self._train_from_flat()
+
+    def _train_from_flat(self) -> None:
+        import faiss
+
+        flat = self.index
+        n = flat.ntotal
+        vectors = flat.index.reconstruct_n(0, n)
+        ids = faiss.vector_to_array(flat.id_map).copy()
+        alive = ids != DEAD
+        log.info("training %s on %d vectors", self.factory, int(alive.sum()))
+        self._target.train(vectors[alive])
+        index = self._wrap(self._target)
+        index.add_with_ids(vectors[alive], ids[alive])
+        self.index, self.train_size, self.dead = index, 0, 0
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ``ids`` (those present); returns how many were removed."""
+        import faiss
+
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if not len(ids) or not self.index.ntotal:
+            return 0
+        self._gpu = None
+        try:
+            return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
+        except RuntimeError:
+            pass
+        # This index type cannot remove: mark the ids dead in the id map instead.
+        id_map = faiss.vector_to_array(self.index.id_map)
+        hit = np.isin(id_map, ids) & (id_map != DEAD)
+        count = int(hit.sum())
+        if count:
+            id_map[hit] = DEAD
+            faiss.copy_array_to_vector(id_map, self.index.id_map)
+            self.index.construct_rev_map()
+            self.dead += count
+        return count
+
+    # -- search -------------------------------------------------------------------------------
+
+    def _check(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2:
+            raise InvalidInputError(f"expected a 2-D array of vectors, got shape {vectors.shape}")
+        if vectors.shape[1] != self.dim:
+            raise DimensionMismatchError(self.dim, vectors.shape[1])
+        return vectors
+
+    def _params(self, selector: Any) -> tuple[Any, list[Any]]:
+        """Search parameters for this index type, and the objects they point to.
+
+        FAISS parameters hold raw pointers to selectors: the caller keeps the list alive
+        until the search returns.
+        """
+        import faiss
+
+        keep = [selector]
+        inner = self.index.index if isinstance(self.index, faiss.IndexIDMap2) else self.index
+        inner = faiss.downcast_index(inner)
+        if self.dead:
+            dead = faiss.IDSelectorBatch(np.array([DEAD], dtype=np.int64))
+            alive = faiss.IDSelectorNot(dead)
+            keep += [dead, alive]
+            selector = alive if selector is None else faiss.IDSelectorAnd(selector, alive)
+            keep.append(selector)
+        if isinstance(inner, faiss.IndexHNSW):
+            ef = self.search_options.get("efSearch", DEFAULT_EF_SEARCH)
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef), keep
+        ivf = _ivf(self.index) if self.trained else None
+        if ivf is not None:
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe(ivf.nlist)), keep
+        return (faiss.SearchParameters(sel=selector) if selector is not None else None), keep
+
+    def nprobe(self, nlist: int) -> int:
+        """Lists visited per query: the spec's ``nprobe``, else about nlist/8 (at least 8)."""
+        return min(nlist, self.search_options.get("nprobe", max(8, nlist // 8)))
+
+    def search(self, xq: np.ndarray, k: int, selector: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(D, I)`` of shape ``(nq, k)``, closest first, ``I == -1`` where fewer exist."""
+        xq = self._check(xq)
+        if k <= 0:
+            raise InvalidInputError(f"k must be positive, got {k}")
+        if not self.index.ntotal:
+            return (
+                np.full((len(xq), k), np.nan, dtype=np.float32),
+                np.full((len(xq), k), -1, dtype=np.int64),
+            )
+        params, keep = self._params(selector)
+        if params is None:
+            return self._search_index().search(xq, k)
+        D, I = self.index.search(xq, k, params=params)
+        del keep
+        return D, I
+
+    def _search_index(self) -> Any:
+        """The index searches go to: a GPU copy when FAISS sees a GPU, else the CPU index."""
+        if not faiss_gpu_count():
+            return self.index
+        if self._gpu is None:
+            import faiss
+
+            try:
+                self._gpu = faiss.index_cpu_to_all_gpus(self.index)
+            except RuntimeError as exc:  # e.g. HNSW has no GPU version
+                log.info("searching on CPU: %s", exc)
+                self._gpu = self.index
+        return self._gpu
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, index_path: Path, meta_path: Path, spec: str, watermark: int) -> Snapshot:
+        """Write the index, then its ``index.json``, each atomically; returns what was written.
+
+        A crash between the two renames leaves a json whose digest does not match the file,
+        which :meth:`load` treats as no snapshot (the collection then rebuilds from the store).
+        """
+        import faiss
+
+        tmp = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
+        faiss.write_index(self.index, str(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        snap = Snapshot(
+            spec=spec,
+            factory=self.factory,
+            trained=self.trained,
+            watermark=watermark,
+            ntotal=self.ntotal,
+            dead=self.dead,
+            file_bytes=tmp.stat().st_size,
+            file_digest=file_digest(tmp),
+        )
+        os.replace(tmp, index_path)
+        fsync_dir(index_path.parent)
+        atomic_write_bytes(meta_path, (json.dumps(snap.__dict__, indent=2) + "\n").encode())
+        return snap
+
+    @classmethod
+    def load(
+        cls, index_path: Path, meta_path: Path, dim: int, metric: str, search: dict[str, int]
+    ) -> tuple[FaissIndex, Snapshot] | None:
+        """The saved index and its snapshot record, or None when absent or inconsistent."""
+        import faiss
+
+        try:
+            snap = Snapshot(**json.loads(meta_path.read_text()))
+            if (
+                index_path.stat().st_size != snap.file_bytes
+                or file_digest(index_path) != snap.file_digest
+            ):
+                log.warning("index snapshot does not match index.json; rebuilding from the store")
+                return None
+            loaded = faiss.read_index(str(index_path))
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            log.info("no usable index snapshot (%s)", exc)
+            return None
+        self = cls(snap.factory, dim, metric, search)
+        if loaded.d != dim:
+            return None
+        self.index, self.dead = loaded, snap.dead
+        if snap.trained:
+            self.train_size = 0
+        return self, snap

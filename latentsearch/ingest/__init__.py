@@ -1,0 +1,1 @@
+"""The write path: sources → records → encoder → store + index."""

@@ -1,0 +1,92 @@
+"""Records: one thing to index, before it is encoded."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..types import IMAGE, TEXT, VECTOR
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit, made an error
+
+
+@dataclass
+class Record:
+    """Exactly one of ``text``, ``image``, ``image_path`` or ``vector`` is set.
+
+    ``image_path`` is opened only when its batch is encoded, so a stream of records holds no
+    decoded images.
+    """
+
+    text: str | None = None
+    image: Image | None = None
+    image_path: Path | None = None
+    vector: np.ndarray | None = None
+    key: str | None = None
+    source: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modality(self) -> str:
+        if self.text is not None:
+            return TEXT
+        if self.vector is not None:
+            return VECTOR
+        return IMAGE
+
+    def content_hash(self) -> str:
+        """A hash of what the encoder sees: the text, the image file's bytes or the pixels."""
+        h = hashlib.blake2b(digest_size=16)
+        if self.text is not None:
+            h.update(b"t" + self.text.encode("utf-8", "surrogatepass"))
+        elif self.vector is not None:
+            h.update(b"v" + np.ascontiguousarray(self.vector, dtype=np.float32).tobytes())
+        elif self.image_path is not None:
+            h.update(b"f")
+            with open(self.image_path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        elif self.image is not None:
+            h.update(b"i" + repr(self.image.size).encode() + self.image.convert("RGB").tobytes())
+        return h.hexdigest()
+
+
+def open_image(path: Path) -> Image:
+    """An RGB image from ``path``: first frame, EXIF orientation applied, bombs refused."""
+    from PIL import Image as PILImage
+    from PIL import ImageOps
+
+    PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    with PILImage.open(path) as im:
+        if im.width * im.height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"image of {im.width}x{im.height} pixels is too large to decode safely")
+        im.seek(0)
+        im = ImageOps.exif_transpose(im)
+        if im.mode not in ("RGB",):
+            im = to_rgb(im)
+        im.load()
+        return im
+
+
+def to_rgb(im: Image) -> Image:
+    """RGB from any mode: alpha composited on white, 16-bit scaled, CMYK and palette converted."""
+    from PIL import Image as PILImage
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = arr.max() or 1.0
+        im = PILImage.fromarray((arr * (255.0 / top)).astype(np.uint8), mode="L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA"):
+        background = PILImage.new("RGB", im.size, (255, 255, 255))
+        background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
+        return background
+    return im.convert("RGB")

@@ -1,0 +1,1 @@
+"""The read path: queries become vectors, FAISS ids become hits."""

@@ -1,0 +1,104 @@
+"""Turning queries into vectors and FAISS results into hits."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..ingest.records import open_image
+from ..ingest.sources import IMAGE_SUFFIXES
+from ..types import Hit
+from ..vectors import as_matrix, prepare
+
+if TYPE_CHECKING:
+    from ..collection import Collection
+    from ..stores.sql import SqlStore
+
+
+@dataclass
+class QueryVectors:
+    """The vectors of a batch of queries; ``exclude[i]`` is the item a query-by-id came from."""
+
+    vectors: np.ndarray
+    exclude: list[int | None]
+
+    @property
+    def extra(self) -> int:
+        """How many more neighbours to ask FAISS for, so excluding the query item still leaves k."""
+        return int(any(e is not None for e in self.exclude))
+
+    @classmethod
+    def build(cls, queries: Sequence[Any], collection: Collection) -> QueryVectors:
+        config = collection.config
+        if isinstance(queries, (str, bytes)):
+            raise InvalidInputError("search_batch() takes a list of queries, not a single one")
+        rows = np.zeros((len(queries), config.dim), dtype=np.float32)
+        exclude: list[int | None] = [None] * len(queries)
+        texts: dict[int, str] = {}
+        images: dict[int, Any] = {}
+        by_id: dict[int, int] = {}
+        for i, q in enumerate(queries):
+            if isinstance(q, str):
+                texts[i] = q
+            elif isinstance(q, Path):
+                images[i] = _image_query(q)
+            elif isinstance(q, numbers.Integral) and not isinstance(q, bool):
+                by_id[i] = int(q)
+            elif isinstance(q, (np.ndarray, list, tuple)):
+                rows[i] = as_matrix(q, config.dim, "query vector")[0]
+            elif hasattr(q, "convert") and hasattr(q, "size"):
+                images[i] = q
+            else:
+                raise InvalidInputError(
+                    f"cannot search by a {type(q).__name__}; use text, a PIL image, an image Path, "
+                    "a vector or an item id"
+                )
+        encoder = collection.encoder
+        if (texts or images) and encoder is None:
+            raise InvalidInputError("this collection has no encoder; search it with vectors or item ids")
+        if texts:
+            rows[list(texts)] = encoder.encode_text(list(texts.values()))  # type: ignore[union-attr]
+        if images:
+            rows[list(images)] = encoder.encode_image(list(images.values()))  # type: ignore[union-attr]
+        if by_id:
+            found, vectors = collection.store.vectors(list(by_id.values()))
+            known = dict(zip(found.tolist(), vectors))
+            for i, item_id in by_id.items():
+                if item_id not in known:
+                    raise InvalidInputError(f"no item with id {item_id} in this collection")
+                rows[i], exclude[i] = known[item_id], item_id
+        return cls(prepare(rows, config.dim, config.metric, "query vector"), exclude)
+
+
+def _image_query(path: Path) -> Any:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InvalidInputError(f"{path} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    try:
+        return open_image(path.expanduser())
+    except Exception as exc:
+        raise InvalidInputError(f"cannot read the image {path}: {exc}") from exc
+
+
+def to_hits(
+    D: np.ndarray, I: np.ndarray, exclude: list[int | None], k: int, store: SqlStore
+) -> list[list[Hit]]:
+    """Hits for each row of ``(D, I)``, the metadata fetched in one query for the whole batch."""
+    items = store.get([int(i) for i in np.unique(I) if i >= 0])
+    out = []
+    for scores, ids, skip in zip(D, I, exclude):
+        hits = []
+        for score, item_id in zip(scores.tolist(), ids.tolist()):
+            item = items.get(item_id)
+            if item is None or item_id == skip:
+                continue  # -1 padding, the query item itself, or deleted since the snapshot
+            hits.append(
+                Hit(item.id, float(score), item.key, item.source, item.modality, item.text, item.metadata)
+            )
+        out.append(hits[:k])
+    return out

@@ -1,0 +1,1 @@
+"""The SQL store: the single source of truth for items, their vectors and every change."""

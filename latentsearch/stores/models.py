@@ -1,0 +1,56 @@
+"""Typed SQLAlchemy 2.0 tables of a collection's store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, LargeBinary, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-assigns ids to an INTEGER PRIMARY KEY; elsewhere ids are 64-bit.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    """One indexed thing (a text, an image, a passage, a vector) with its vector and metadata."""
+
+    __tablename__ = "items"
+    # AUTOINCREMENT: SQLite never hands out the id of a deleted row again (invariant 3).
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    key: Mapped[str | None] = mapped_column(String(2048), unique=True)
+    source: Mapped[str | None] = mapped_column(Text)
+    modality: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", Json, default=dict)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Change(Base):
+    """Every add, update and delete, numbered in commit order (invariant 2)."""
+
+    __tablename__ = "changes"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    seq: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    op: Mapped[str] = mapped_column(String(8))  # add | update | delete
+
+
+class Info(Base):
+    """Facts about the collection that must travel with the store (encoder, dimension)."""
+
+    __tablename__ = "info"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

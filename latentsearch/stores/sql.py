@@ -1,0 +1,253 @@
+"""SqlStore: items, vectors and the change log in any database SQLAlchemy speaks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, inspect, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from ..types import Item
+from ..errors import CorruptCollectionError, InvalidInputError, LatentSearchError
+from .models import Base, Change, Info
+from .models import Item as ItemRow
+
+BATCH = 10_000  # ids per IN (...) clause: well under SQLite's limit of 32,766 variables
+
+
+@dataclass
+class NewItem:
+    """A row to write: everything but the id, which the store assigns."""
+
+    vector: np.ndarray
+    modality: str
+    key: str | None = None
+    source: str | None = None
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    content_hash: str | None = None
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers never block the writer; NORMAL: a killed process loses no committed batch.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _chunks(values: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class SqlStore:
+    """The store of one collection. ``schema`` (PostgreSQL) keeps collections apart in one database."""
+
+    def __init__(self, url: str, dim: int, vector_dtype: str = "float32", schema: str | None = None):
+        self.url, self.dim, self.schema = url, dim, schema
+        self.dtype = np.dtype(vector_dtype)
+        try:
+            engine = create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise InvalidInputError(f"cannot use the database URL {url!r}: {exc}") from exc
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        if schema:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+                raise InvalidInputError(f"invalid schema name {schema!r}")
+            engine = engine.execution_options(schema_translate_map={None: schema})
+        self.engine: Engine = engine
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def create(self, info: dict[str, str]) -> None:
+        """Create the tables (and the schema) and record ``info``."""
+        try:
+            with self.engine.begin() as conn:
+                if self.schema:
+                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                Base.metadata.create_all(conn)
+            with Session(self.engine) as session, session.begin():
+                for name, value in info.items():
+                    session.merge(Info(name=name, value=value))
+        except SQLAlchemyError as exc:
+            raise LatentSearchError(f"cannot create the store at {self.safe_url}: {exc}") from exc
+
+    def exists(self) -> bool:
+        try:
+            return inspect(self.engine).has_table("info", schema=self.schema)
+        except SQLAlchemyError as exc:
+            raise LatentSearchError(f"cannot reach the store at {self.safe_url}: {exc}") from exc
+
+    def drop(self) -> None:
+        """Remove the tables (and the schema); for external databases when a collection is deleted."""
+        with self.engine.begin() as conn:
+            Base.metadata.drop_all(conn)
+            if self.schema:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+
+    def info(self) -> dict[str, str]:
+        try:
+            with Session(self.engine) as session:
+                return {row.name: row.value for row in session.scalars(select(Info))}
+        except SQLAlchemyError as exc:
+            raise CorruptCollectionError(f"cannot read the store at {self.safe_url}: {exc}") from exc
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes: one transaction each, the change log written with the rows -------------------
+
+    def write(
+        self,
+        inserts: Sequence[NewItem] = (),
+        updates: dict[int, NewItem] | None = None,
+        deletes: Sequence[int] = (),
+    ) -> list[int]:
+        """Insert, update and delete in one transaction; returns the new ids in input order."""
+        now = datetime.now(timezone.utc)
+        updates = updates or {}
+        with Session(self.engine) as session, session.begin():
+            ids: list[int] = []
+            if inserts:
+                rows = [self._row(item, now) for item in inserts]
+                stmt = insert(ItemRow).returning(ItemRow.id, sort_by_parameter_order=True)
+                ids = list(session.scalars(stmt, rows))
+            if updates:
+                # ORM bulk UPDATE by primary key: one executemany for the whole batch.
+                rows = [{**self._row(item, now), "id": i} for i, item in updates.items()]
+                for row in rows:
+                    del row["added_at"]  # an update keeps the time the item first arrived
+                session.execute(update(ItemRow), rows)
+            for chunk in _chunks(list(deletes)):
+                session.execute(delete(ItemRow).where(ItemRow.id.in_(chunk)))
+            changes = (
+                [{"item_id": i, "op": "add"} for i in ids]
+                + [{"item_id": i, "op": "update"} for i in updates]
+                + [{"item_id": i, "op": "delete"} for i in deletes]
+            )
+            if changes:
+                session.execute(insert(Change), changes)
+        return ids
+
+    def _row(self, item: NewItem, now: datetime) -> dict[str, Any]:
+        vector = np.asarray(item.vector, dtype=np.float32)
+        if vector.shape != (self.dim,):
+            raise InvalidInputError(f"vector of shape {vector.shape}, expected ({self.dim},)")
+        return {
+            "key": item.key,
+            "source": item.source,
+            "modality": item.modality,
+            "text": item.text,
+            "meta": item.metadata or {},
+            "content_hash": item.content_hash,
+            "vector": vector.astype(self.dtype).tobytes(),
+            "added_at": now,
+        }
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.count()).select_from(ItemRow)) or 0)
+
+    def max_seq(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.max(Change.seq))) or 0)
+
+    def get(self, ids: Sequence[int]) -> dict[int, Item]:
+        """The items with these ids that exist, by id (one query per 10,000 ids)."""
+        columns = (ItemRow.id, ItemRow.key, ItemRow.source, ItemRow.modality, ItemRow.text, ItemRow.meta)
+        out: dict[int, Item] = {}
+        with Session(self.engine) as session:
+            for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
+                for row in session.execute(select(*columns).where(ItemRow.id.in_(chunk))):
+                    out[row.id] = Item(
+                        row.id, row.key, row.source, row.modality, row.text, row.meta or {}
+                    )
+        return out
+
+    def keys_to_ids(self, keys: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        """``key -> (id, content_hash)`` for the keys that exist."""
+        out: dict[str, tuple[int, str | None]] = {}
+        with Session(self.engine) as session:
+            for chunk in _chunks(list(dict.fromkeys(keys))):
+                stmt = select(ItemRow.key, ItemRow.id, ItemRow.content_hash).where(ItemRow.key.in_(chunk))
+                for key, item_id, digest in session.execute(stmt):
+                    out[key] = (item_id, digest)
+        return out
+
+    def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(found_ids, vectors)`` for the ids that exist, in the order of ``ids``."""
+        found: dict[int, bytes] = {}
+        with Session(self.engine) as session:
+            for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
+                for item_id, blob in session.execute(select(ItemRow.id, ItemRow.vector).where(ItemRow.id.in_(chunk))):
+                    found[item_id] = blob
+        order = [int(i) for i in ids if int(i) in found]
+        return np.array(order, dtype=np.int64), self._matrix([found[i] for i in order])
+
+    def iter_vectors(self, batch_size: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every ``(ids, vectors)`` in id order, in batches (keyset pagination, bounded memory)."""
+        last = -1
+        while True:
+            with Session(self.engine) as session:
+                stmt = select(ItemRow.id, ItemRow.vector).where(ItemRow.id > last).order_by(ItemRow.id).limit(batch_size)
+                rows = session.execute(stmt).all()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield np.array([r[0] for r in rows], dtype=np.int64), self._matrix([r[1] for r in rows])
+
+    def changed_since(self, seq: int) -> tuple[np.ndarray, int]:
+        """Ids touched by changes after ``seq`` (each once) and the newest sequence number."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(Change.item_id, Change.seq).where(Change.seq > seq).order_by(Change.seq)
+            ).all()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), seq
+        ids = np.array(list(dict.fromkeys(r[0] for r in rows)), dtype=np.int64)
+        return ids, int(rows[-1][1])
+
+    def _matrix(self, blobs: list[bytes]) -> np.ndarray:
+        if not blobs:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        flat = np.frombuffer(b"".join(blobs), dtype=self.dtype)
+        return np.ascontiguousarray(flat.reshape(len(blobs), self.dim), dtype=np.float32)
+
+    def size_bytes(self) -> int | None:
+        """Bytes the store takes on disk, where the database can say."""
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                path = self.engine.url.database
+                return sum(p.stat().st_size for p in Path(path).parent.glob(Path(path).name + "*"))
+            if self.engine.dialect.name == "postgresql":
+                names = [t.name for t in Base.metadata.sorted_tables]
+                schema = self.schema or "public"
+                total = 0
+                for name in names:
+                    total += conn.execute(
+                        text("SELECT pg_total_relation_size(CAST(:t AS regclass))"),
+                        {"t": f'"{schema}"."{name}"'},
+                    ).scalar_one()
+                return int(total)
+        return None

@@ -1,0 +1,97 @@
+"""Plain value types shared by the API, the CLI and the benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TEXT = "text"
+IMAGE = "image"
+VECTOR = "vector"
+MODALITIES = (TEXT, IMAGE, VECTOR)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    ``score`` is the similarity for the ``cosine`` and ``ip`` metrics (higher is closer) and the
+    squared Euclidean distance for ``l2`` (lower is closer); hits always come closest first.
+    """
+
+    id: int
+    score: float
+    key: str | None
+    source: str | None
+    modality: str
+    text: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_path(self) -> str | None:
+        return self.source if self.modality == IMAGE else None
+
+    def snippet(self, width: int = 80) -> str:
+        """The text shortened to ``width`` characters, or the image path."""
+        if self.text is None:
+            return self.source or ""
+        flat = " ".join(self.text.split())
+        return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "score": self.score,
+            "key": self.key,
+            "source": self.source,
+            "modality": self.modality,
+            "text": self.text,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input that was not indexed, and why."""
+
+    source: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    """What one ingestion run did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+    ids: list[int] = field(default_factory=list)
+
+    @property
+    def items_per_second(self) -> float:
+        done = self.added + self.updated
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
+            "seconds": round(self.seconds, 3),
+            "items_per_second": round(self.items_per_second, 1),
+        }
+
+
+@dataclass(frozen=True)
+class Item:
+    """A stored item, as :meth:`Collection.get` returns it."""
+
+    id: int
+    key: str | None
+    source: str | None
+    modality: str
+    text: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
