@@ -218,9 +218,23 @@ class Collection:
             except Timeout:
                 raise CollectionLockedError(
                     f"another process is writing to {self.path}; wait for it to finish "
-                    f"(waited {self.lock_timeout:.0f} s)"
+                    f"(waited {self.lock_timeout:g} s)"
                 ) from None
+            if not self._acquire_store_writer():
+                self._lock.release(force=True)
+                raise CollectionLockedError(
+                    f"another process is writing to this collection's store ({self.store.safe_url}); "
+                    f"wait for it to finish (waited {self.lock_timeout:g} s)"
+                )
         _ = self.index
+
+    def _acquire_store_writer(self) -> bool:
+        deadline = time.monotonic() + self.lock_timeout
+        while not self.store.try_acquire_writer():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def flush(self) -> None:
         """Save the index snapshot if it is behind the store (atomic; needs the writer lock)."""

@@ -149,9 +149,11 @@ class FaissIndex:
         if not len(ids):
             return
         self.index.add_with_ids(vectors, ids)
-        self._gpu = None
+        if self._gpu is not False:
+            self._gpu = None  # stale; False (no GPU version) stays
         if not self.trained and self.index.ntotal >= self.train_size:
             self._train_from_flat()
+            self._gpu = None
 
     def _train_from_flat(self) -> None:
         import faiss
@@ -174,7 +176,8 @@ class FaissIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not len(ids) or not self.index.ntotal:
             return 0
-        self._gpu = None
+        if self._gpu is not False:
+            self._gpu = None  # stale; False (no GPU version) stays
         try:
             return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
         except RuntimeError:
@@ -239,26 +242,31 @@ class FaissIndex:
                 np.full((len(xq), k), np.nan, dtype=np.float32),
                 np.full((len(xq), k), -1, dtype=np.int64),
             )
+        if selector is None and not self.dead and faiss_gpu_count():
+            gpu = self._gpu_index()
+            if gpu is not None:
+                params, _ = self._params(None)
+                return gpu.search(xq, k, params=params) if params is not None else gpu.search(xq, k)
         params, keep = self._params(selector)
-        if params is None:
-            return self._search_index().search(xq, k)
-        D, I = self.index.search(xq, k, params=params)
+        D, I = self.index.search(xq, k, params=params) if params is not None else self.index.search(xq, k)
         del keep
         return D, I
 
-    def _search_index(self) -> Any:
-        """The index searches go to: a GPU copy when FAISS sees a GPU, else the CPU index."""
-        if not faiss_gpu_count():
-            return self.index
-        if self._gpu is None:
-            import faiss
+    def _gpu_index(self) -> Any | None:
+        """A GPU copy of the index (all GPUs, sharded), made on first use after each change;
+        None for index types FAISS cannot put on a GPU (HNSW), which stay on the CPU."""
+        import faiss
 
+        if self._gpu is None:
             try:
-                self._gpu = faiss.index_cpu_to_all_gpus(self.index)
-            except RuntimeError as exc:  # e.g. HNSW has no GPU version
-                log.info("searching on CPU: %s", exc)
-                self._gpu = self.index
-        return self._gpu
+                options = faiss.GpuMultipleClonerOptions()
+                options.shard = True
+                options.useFloat16 = False
+                self._gpu = faiss.index_cpu_to_all_gpus(self.index, co=options)
+            except (RuntimeError, AttributeError) as exc:
+                log.info("searching on the CPU: %s", exc)
+                self._gpu = False
+        return None if self._gpu is False else self._gpu
 
     # -- persistence --------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, inspect, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -48,6 +49,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _hide_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return url.split(":", 1)[0] + ":…"
+
+
 def _chunks(values: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -62,7 +70,7 @@ class SqlStore:
         try:
             engine = create_engine(url, pool_pre_ping=True)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise InvalidInputError(f"cannot use the database URL {url!r}: {exc}") from exc
+            raise InvalidInputError(f"cannot use the database URL {_hide_password(url)!r}: {exc}") from exc
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         if schema:
@@ -70,6 +78,7 @@ class SqlStore:
                 raise InvalidInputError(f"invalid schema name {schema!r}")
             engine = engine.execution_options(schema_translate_map={None: schema})
         self.engine: Engine = engine
+        self._writer_conn: Connection | None = None
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -112,7 +121,37 @@ class SqlStore:
         return self.engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
+        self.release_writer()
         self.engine.dispose()
+
+    # -- one writer per collection across machines (invariant 4) --------------------------------
+
+    def try_acquire_writer(self) -> bool:
+        """Take the database's writer lock for this collection; False if another session holds it.
+
+        On PostgreSQL a session-level advisory lock keyed by the schema, held by a connection
+        kept open until :meth:`release_writer`; SQLite needs none (the lock file covers it).
+        """
+        if self.engine.dialect.name != "postgresql" or self._writer_conn is not None:
+            return True
+        conn = self.engine.connect()
+        key = f"latentsearch:{self.schema or 'public'}"
+        got = conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}).scalar_one()
+        conn.commit()
+        if got:
+            self._writer_conn = conn
+        else:
+            conn.close()
+        return bool(got)
+
+    def release_writer(self) -> None:
+        if self._writer_conn is not None:
+            conn, self._writer_conn = self._writer_conn, None
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock_all()"))
+                conn.commit()
+            finally:
+                conn.close()
 
     # -- writes: one transaction each, the change log written with the rows -------------------
 
@@ -152,6 +191,12 @@ class SqlStore:
         vector = np.asarray(item.vector, dtype=np.float32)
         if vector.shape != (self.dim,):
             raise InvalidInputError(f"vector of shape {vector.shape}, expected ({self.dim},)")
+        stored = vector.astype(self.dtype)
+        if not np.isfinite(stored).all():
+            raise InvalidInputError(
+                f"a vector has values beyond {self.dtype.name}'s range (largest {np.abs(vector).max():g}); "
+                "use vector_dtype='float32'"
+            )
         return {
             "key": item.key,
             "source": item.source,
@@ -159,7 +204,7 @@ class SqlStore:
             "text": item.text,
             "meta": item.metadata or {},
             "content_hash": item.content_hash,
-            "vector": vector.astype(self.dtype).tobytes(),
+            "vector": stored.tobytes(),
             "added_at": now,
         }
 

@@ -1,0 +1,53 @@
+"""Shared by the benchmark scripts: where the data is, the machine, tables and JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LATENTSEARCH_SHARED", ROOT.parent / "shared"))
+DATASETS = SHARED / "datasets"
+RESULTS = ROOT / "benchmarks" / "results"
+LIBRARIES = ("latentsearch", "torch", "sentence-transformers", "faiss-cpu", "faiss-gpu", "sqlalchemy", "timm")
+
+
+def machine() -> dict[str, Any]:
+    """The machine and library versions a result was measured with."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "libraries": versions,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_result(name: str, data: dict[str, Any], out: Path | None = None) -> Path:
+    path = out or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **data}, indent=2) + "\n")
+    return path
+
+
+def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header, title=title)
+    for row in rows:
+        table.add_row(*(f"{v:.5f}" if isinstance(v, float) else str(v) for v in row))
+    Console().print(table)
