@@ -178,16 +178,30 @@ def search(collection: Path, query: str | None, k: int, image: Path | None, as_j
         return
     from rich.table import Table
 
-    table = Table("#", "score", "id", "source", "text", box=None, pad_edge=False)
-    for rank, hit in enumerate(hits, start=1):
-        table.add_row(str(rank), f"{hit.score:.4f}", str(hit.id), _short(hit.key or hit.source or ""), hit.snippet(70))
-    _stdout().print(table)
+    table = Table(box=None, pad_edge=False)
+    id_width = max([len(str(h.id)) for h in hits] + [2])
+    for name, width in (("#", len(str(k))), ("score", 7), ("id", id_width)):
+        table.add_column(name, no_wrap=True, min_width=width)
+    labels = [_source_label(h) for h in hits]
+    source_width = min(40, max([len(x) for x in labels] + [6]))
+    table.add_column("source", no_wrap=True, min_width=source_width, max_width=40, overflow="ellipsis")
+    console = _stdout()
+    fixed = len(str(k)) + 7 + id_width + source_width + 8  # the other columns and the gaps
+    table.add_column("text", no_wrap=True, overflow="ellipsis", max_width=max(20, console.width - fixed))
+    for rank, (hit, label) in enumerate(zip(hits, labels), start=1):
+        table.add_row(str(rank), f"{hit.score:.4f}", str(hit.id), label, hit.snippet(200))
+    console.print(table)
     if not hits:
         click.echo("no results (the collection is empty)")
 
 
-def _short(text: str, width: int = 40) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1) :]
+def _source_label(hit: Any) -> str:
+    """The file name for file items (its folder rarely fits), else the key."""
+    if hit.source and hit.key == hit.source:
+        return Path(hit.source).name
+    if hit.source and "/" in hit.source and hit.key and hit.key.startswith("/"):
+        return Path(hit.source).name
+    return hit.key or (Path(hit.source).name if hit.source else "")
 
 
 def _stdout() -> Any:

@@ -28,7 +28,7 @@ from .errors import (
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
 from .ingest.pipeline import batched, encode_records
-from .ingest.records import Record
+from .ingest.records import Record, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.search import QueryVectors, to_hits
 from .stores.sql import NewItem, SqlStore, sqlite_url
@@ -260,6 +260,7 @@ class Collection:
         """Add texts (``str``), images (PIL images or ``Path``s to image files) or a 2-D array of
         precomputed vectors; returns the new ids in order. A key that exists already is an error."""
         records = make_records(inputs, metadata, keys)
+        self._check_all_or_nothing(records, allow_existing=False)
         return self.add_records(records, batch_size=batch_size, on_conflict="error").ids
 
     def upsert(
@@ -271,7 +272,23 @@ class Collection:
     ) -> list[int]:
         """Add or replace by key; returns each input's id (an updated item keeps its id)."""
         records = make_records(inputs, metadata, keys)
+        self._check_all_or_nothing(records, allow_existing=True)
         return self.add_records(records, batch_size=batch_size, on_conflict="update").ids
+
+    def _check_all_or_nothing(self, records: list[Record], allow_existing: bool) -> None:
+        """Refuse a whole ``add``/``upsert`` call before writing anything if any input is bad."""
+        keys = [r.key for r in records if r.key is not None]
+        if len(set(keys)) != len(keys):
+            twice = next(k for k in keys if keys.count(k) > 1)
+            raise InvalidInputError(f"key {twice!r} is given twice")
+        if not allow_existing and (existing := self.store.keys_to_ids(keys)):
+            raise InvalidInputError(f"key {next(iter(existing))!r} exists already; use upsert() to replace it")
+        for record in records:
+            if record.image_path is not None:
+                try:
+                    open_image(record.image_path)
+                except Exception as exc:
+                    raise InvalidInputError(f"cannot read the image {record.image_path}: {exc}") from exc
 
     def index_paths(
         self,
@@ -297,16 +314,27 @@ class Collection:
             raise InvalidInputError(f"batch size must be positive, got {batch_size}")
         self._writer()
         report, started = IndexReport(), time.perf_counter()
+        seen: dict[str, str] = {}  # key -> where it was first seen in this run
         for batch in batched(records, batch_size):
-            self._add_batch(batch, on_conflict, report)
+            self._add_batch(batch, on_conflict, report, seen)
             if progress:
                 progress(len(batch))
         report.seconds = time.perf_counter() - started
         return report
 
-    def _add_batch(self, batch: list[Record | Skipped], on_conflict: str, report: IndexReport) -> None:
-        report.skipped += [r for r in batch if isinstance(r, Skipped)]
-        records = _last_per_key([r for r in batch if isinstance(r, Record)])
+    def _add_batch(
+        self, batch: list[Record | Skipped], on_conflict: str, report: IndexReport, seen: dict[str, str]
+    ) -> None:
+        records: list[Record] = []
+        for r in batch:
+            if isinstance(r, Skipped):
+                report.skipped.append(r)
+            elif r.key is not None and r.key in seen:
+                report.skipped.append(Skipped(r.source or r.key, f"duplicate key {r.key!r}, first seen at {seen[r.key]}"))
+            else:
+                if r.key is not None:
+                    seen[r.key] = r.source or r.key
+                records.append(r)
         existing = self.store.keys_to_ids([r.key for r in records if r.key is not None])
         if existing and on_conflict == "error":
             key = next(iter(existing))
@@ -448,12 +476,6 @@ def record_for(value: Any) -> Record:
     raise InvalidInputError(
         f"cannot add a {type(value).__name__}; give str (text), PIL images, Paths of images or vectors"
     )
-
-
-def _last_per_key(records: list[Record]) -> list[Record]:
-    """Within one batch, a key given twice keeps its last record."""
-    last = {r.key: i for i, r in enumerate(records) if r.key is not None}
-    return [r for i, r in enumerate(records) if r.key is None or last[r.key] == i]
 
 
 def _schema_name(path: Path) -> str:

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import parse_qsl
 
-from .errors import InvalidInputError, LatentSearchError, unknown_name
+from .errors import InvalidInputError, LatentSearchError, UnknownSpecError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,8 @@ class Spec:
             raise InvalidInputError("an empty spec names nothing; give e.g. 'minilm' or 'hashing'")
         head, _, query = text.partition("?")
         kind, _, name = head.partition(":")
-        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
+        # Split by hand rather than URL-decode: a '+' or '%' in a file path stays as written.
+        options = dict(part.partition("=")[::2] for part in query.split("&") if part)
         return cls(kind=kind.strip().lower(), name=name.strip(), options=options)
 
     def __str__(self) -> str:
@@ -67,7 +67,8 @@ class Registry:
         return sorted(set(self.builtins) | set(self.plugins()))
 
     def resolve(self, text: str) -> Spec:
-        text = self.aliases.get(text.strip(), text.strip())
+        aliases = {name.lower(): spec for name, spec in self.aliases.items()}
+        text = aliases.get(text.strip().lower(), text.strip())
         return Spec.parse(text)
 
     def factory(self, kind: str) -> Callable[[str, dict[str, str]], Any]:
@@ -76,7 +77,7 @@ class Registry:
             return getattr(importlib.import_module(module, __package__), attr)
         plugin = self.plugins().get(kind)
         if plugin is None:
-            raise unknown_name(self.what, kind, self.names())
+            raise unknown_name(self.what, kind, self.names() + sorted(self.aliases))
         try:
             return plugin.load()
         except Exception as exc:  # a broken third-party package must not look like our bug
@@ -125,4 +126,6 @@ def pop_int(options: dict[str, str], key: str, default: int) -> int:
 
 def reject_unknown_options(what: str, options: dict[str, str], known: list[str]) -> None:
     for key in options:
+        if not known:
+            raise UnknownSpecError(f"{what} takes no options (got {key!r})")
         raise unknown_name(f"{what} option", key, known)

@@ -22,8 +22,9 @@ _OPTIONS = ["pretrained", "checkpoint", "seed"]
 def load_checkpoint_weights(model: Any, path: Path) -> None:
     """Load a local checkpoint (safetensors, or a torch file with ``weights_only=True``).
 
-    Classifier weights the pooled model has no use for are dropped; any weight the model needs
-    and the file lacks is an error, so a wrong file never silently leaves random weights.
+    Only the classifier head, which the pooled model does not have, may be left over; a weight
+    the model needs that the file lacks, a weight of another shape, or any other extra weight
+    means the file is for another architecture, and is an error rather than silent garbage.
     """
     from timm.models import load_state_dict
 
@@ -34,12 +35,20 @@ def load_checkpoint_weights(model: Any, path: Path) -> None:
     except Exception as exc:
         raise InvalidInputError(f"cannot read the timm checkpoint {path}: {exc}") from exc
     wanted = model.state_dict()
+    head = model.pretrained_cfg.get("classifier") or "fc"
+    heads = head if isinstance(head, (list, tuple)) else [head]
     missing = [k for k in wanted if k not in state]
-    if missing:
-        raise InvalidInputError(
-            f"the checkpoint {path} lacks {len(missing)} weights of this model "
-            f"(first: {missing[0]!r}); is it for another architecture?"
-        )
+    extra = [k for k in state if k not in wanted and not any(k.startswith(h + ".") for h in heads)]
+    reshaped = [k for k in wanted if k in state and tuple(state[k].shape) != tuple(wanted[k].shape)]
+    problem = (
+        f"lacks {len(missing)} weights of this model (first: {missing[0]!r})" if missing
+        else f"has {len(extra)} weights this model does not (first: {extra[0]!r})" if extra
+        else f"has {reshaped[0]!r} of shape {tuple(state[reshaped[0]].shape)}, the model "
+        f"wants {tuple(wanted[reshaped[0]].shape)}" if reshaped
+        else ""
+    )
+    if problem:
+        raise InvalidInputError(f"the checkpoint {path} {problem}; is it for another architecture?")
     model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=True)
 
 

@@ -63,7 +63,6 @@ def open_image(path: Path) -> Image:
     from PIL import Image as PILImage
     from PIL import ImageOps
 
-    PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     with PILImage.open(path) as im:
         if im.width * im.height > MAX_IMAGE_PIXELS:
             raise ValueError(f"image of {im.width}x{im.height} pixels is too large to decode safely")
@@ -82,7 +81,8 @@ def to_rgb(im: Image) -> Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
         top = arr.max() or 1.0
-        im = PILImage.fromarray((arr * (255.0 / top)).astype(np.uint8), mode="L")
+        scaled = np.clip(np.rint(arr * (255.0 / top)), 0, 255)
+        im = PILImage.fromarray(scaled.astype(np.uint8), mode="L")
     if im.mode == "P":
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA"):

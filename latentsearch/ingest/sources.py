@@ -90,7 +90,7 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path | Skipped]:
         elif path.is_file():
             yield path
         else:
-            yield Skipped(str(path), "no such file or folder")
+            yield Skipped(str(path.absolute()), "no such file or folder")
 
 
 def records_from_paths(

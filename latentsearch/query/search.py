@@ -59,7 +59,7 @@ class QueryVectors:
                     f"cannot search by a {type(q).__name__}; use text, a PIL image, an image Path, "
                     "a vector or an item id"
                 )
-        encoder = collection.encoder
+        encoder = collection.encoder if texts or images else None
         if (texts or images) and encoder is None:
             raise InvalidInputError("this collection has no encoder; search it with vectors or item ids")
         if texts:
