@@ -66,10 +66,9 @@ RECALL = {
 SELF_FOUND = {spec: (1.0 if bound >= 0.9 else 0.6) for spec, bound in RECALL.items()}
 # Specs whose search visits every vector, so a k > ntotal search returns every live id.
 EXHAUSTIVE = {"Flat", "IVF16,Flat?nprobe=16", "PQ8x4"}
-# OPQ trains a 256-centroid PQ per sub-space whatever the final code size: 5-30 s on this data.
-SLOW = {"OPQ8,IVF16,PQ8x4"}
-
-SPECS = [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in RECALL]
+# OPQ trains its rotation with a 256-centroid PQ whatever the final code size: about 2 s per
+# metric here on one thread (5-30 s with OpenMP fighting for two busy cores).
+SPECS = list(RECALL)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -234,10 +233,11 @@ def test_index_contract(spec: str, metric: str, tmp_path: Path) -> None:
     assert index.trained and index.ntotal == N
     check_against_exact(index, spec, metric, xb, ids, xq)
 
-    # Removal: the true nearest neighbour of every query, and a random tenth of the rest.
+    # Removal: the true nearest neighbour of every query, and 100 more at random (about 7% in
+    # all: HNSW keeps them as dead ids, well under the share that makes it compact itself).
     D0, I0 = exact(xb, ids, xq, 1, metric)
     rng = np.random.default_rng(7)
-    removed = np.unique(np.concatenate([I0[:, 0], rng.choice(ids, N // 10, replace=False)]))
+    removed = np.unique(np.concatenate([I0[:, 0], rng.choice(ids, N // 30, replace=False)]))
     assert index.remove(removed) == len(removed)
     assert index.remove(removed) == 0, "removing twice removes nothing the second time"
     assert index.remove(np.array([12345, -5], dtype=np.int64)) == 0, "unknown ids are ignored"
@@ -281,22 +281,23 @@ def test_index_contract(spec: str, metric: str, tmp_path: Path) -> None:
 # -- the parts around it --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="HNSW never compacts its dead ids: with most of the graph dead, the filtered search "
-    "returns fewer than min(k, ntotal) results and misses true neighbours",
-    strict=True,
-)
-def test_hnsw_with_mostly_dead_ids_still_finds_the_live_ones() -> None:
-    ids, xb, xq = corpus("l2")
-    index = make("HNSW16", "l2")
+@pytest.mark.parametrize("metric", METRICS)
+def test_hnsw_with_mostly_dead_ids_still_finds_the_live_ones(metric: str, tmp_path: Path) -> None:
+    """Removing most of an HNSW graph (it cannot remove; ids are marked dead) must not leave
+    searches that come back short or miss the live neighbours, before or after a save."""
+    ids, xb, xq = corpus(metric)
+    index = make("HNSW16", metric)
     index.add(ids, xb)
     alive = np.zeros(N, dtype=bool)
     alive[np.random.default_rng(3).choice(N, 30, replace=False)] = True
     index.remove(ids[~alive])
     assert index.ntotal == 30
-    D, I = index.search(xq, K)
-    assert (I >= 0).all(), f"{(I < 0).sum(1).mean():.1f} of {K} results missing per query with 30 live ids"
-    assert recall_at_k(I, exact(xb[alive], ids[alive], xq, K, "l2")[1]) >= 0.95
+    for _ in range(2):
+        D, I = index.search(xq, K)
+        assert (I >= 0).all(), f"{(I < 0).sum(1).mean():.1f} of {K} results missing per query with 30 live ids"
+        assert recall_at_k(I, exact(xb[alive], ids[alive], xq, K, metric)[1]) >= 0.95
+        check_well_formed(D, I, NQ, K, set(ids[alive].tolist()), metric)
+        index = round_trip(index, tmp_path, "HNSW16", metric, watermark=1)
 
 
 @pytest.mark.parametrize("spec", ["Flat", "HNSW16", "IVF16,Flat"])
@@ -341,21 +342,18 @@ def test_load_rejects_a_damaged_snapshot(spec: str, tmp_path: Path) -> None:
         save()
         fj.write_text(damage(json.loads(fj.read_text())))
         assert load() is None, damage
-    # A snapshot of another dimension.
+    # A snapshot of another dimension, or another metric.
     save()
     assert FaissIndex.load(fi, fj, DIM * 2, "l2", {}) is None
+    assert FaissIndex.load(fi, fj, DIM, "ip", {}) is None
 
 
-@pytest.mark.xfail(
-    reason="load() checks only the file digest: a json whose other fields disagree with the file "
-    "is accepted, and an unbuildable factory raises UnknownSpecError instead of returning None",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "field, value",
-    [("factory", "NotAnIndex"), ("ntotal", 123456)],
+    [("factory", "NotAnIndex"), ("ntotal", 123456), ("dead", 7)],
 )
 def test_load_rejects_a_json_that_disagrees_with_the_file(field: str, value, tmp_path: Path) -> None:
+    """The digest matches, but the json's description of the file is wrong: no snapshot."""
     ids, xb, _ = corpus("l2")
     index = make("IVF16,Flat", "l2")
     index.add(ids[:100], xb[:100])

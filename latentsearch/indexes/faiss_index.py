@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means warns that training is unreliable
 DEAD = -1  # id-map value of a removed vector in an index that cannot remove
+COMPACT_FRACTION = 0.25  # rebuild a non-removable index once this share of it is dead
 
 
 def faiss_metric(metric: str) -> int:
@@ -191,7 +192,27 @@ class FaissIndex:
             faiss.copy_array_to_vector(id_map, self.index.id_map)
             self.index.construct_rev_map()
             self.dead += count
+            if self.dead > COMPACT_FRACTION * self.index.ntotal:
+                self._compact(id_map)
         return count
+
+    def _compact(self, id_map: np.ndarray) -> None:
+        """Rebuild without the dead vectors: a graph that is mostly dead stops finding the live.
+
+        The live vectors are reconstructed from the index itself; for quantised storage the
+        reconstruction encodes back to the same codes, so nothing is lost.
+        """
+        import faiss
+
+        alive = np.flatnonzero(id_map != DEAD)
+        vectors = self.index.index.reconstruct_batch(alive.astype(np.int64)) if len(alive) else None
+        fresh = build_faiss(self.factory, self.dim, self.metric)
+        if not fresh.is_trained:  # keep the trained quantisers: only the stored vectors change
+            fresh = faiss.clone_index(self.index.index)
+            fresh.reset()
+        self.index, self.dead = faiss.IndexIDMap2(fresh), 0
+        if vectors is not None:
+            self.index.add_with_ids(vectors, id_map[alive])
 
     # -- search -------------------------------------------------------------------------------
 
@@ -316,8 +337,13 @@ class FaissIndex:
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             log.info("no usable index snapshot (%s)", exc)
             return None
-        self = cls(snap.factory, dim, metric, search)
-        if loaded.d != dim:
+        try:
+            self = cls(snap.factory, dim, metric, search)
+        except UnknownSpecError:
+            return None
+        if loaded.d != dim or loaded.metric_type != faiss_metric(metric):
+            return None
+        if loaded.ntotal - snap.dead != snap.ntotal:
             return None
         self.index, self.dead = loaded, snap.dead
         if snap.trained:
