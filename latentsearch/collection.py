@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,12 @@ from .errors import (
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
 from .ingest.pipeline import batched, encode_records
-from .ingest.records import Record, open_image
+from .ingest.records import Record, json_safe, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.search import QueryVectors, to_hits
 from .stores.sql import NewItem, SqlStore, sqlite_url
 from .types import Hit, IndexReport, Item, Skipped
-from .vectors import prepare
+from .vectors import as_matrix, prepare
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ class Collection:
             return True
         if self.config.encoder == NO_ENCODER or spec == NO_ENCODER:
             return False
+        if ENCODERS.resolve(spec).kind != ENCODERS.resolve(self.config.encoder).kind:
+            return False  # no need to load a model to see that
         return create_encoder(spec).spec == self.config.encoder
 
     def close(self) -> None:
@@ -283,7 +286,12 @@ class Collection:
             raise InvalidInputError(f"key {twice!r} is given twice")
         if not allow_existing and (existing := self.store.keys_to_ids(keys)):
             raise InvalidInputError(f"key {next(iter(existing))!r} exists already; use upsert() to replace it")
-        for record in records:
+        for i, record in enumerate(records):
+            if record.vector is not None:
+                if np.ndim(record.vector) != 1:
+                    shape = np.shape(record.vector)
+                    raise InvalidInputError(f"vector {i} has shape {shape}; each input is one 1-D vector")
+                record.vector = as_matrix(record.vector, self.config.dim, f"vector {i}")[0]
             if record.image_path is not None:
                 try:
                     open_image(record.image_path)
@@ -316,21 +324,27 @@ class Collection:
         report, started = IndexReport(), time.perf_counter()
         seen: dict[str, str] = {}  # key -> where it was first seen in this run
         for batch in batched(records, batch_size):
-            self._add_batch(batch, on_conflict, report, seen)
+            self._add_batch(batch, on_conflict, report, seen, batch_size)
             if progress:
                 progress(len(batch))
         report.seconds = time.perf_counter() - started
         return report
 
     def _add_batch(
-        self, batch: list[Record | Skipped], on_conflict: str, report: IndexReport, seen: dict[str, str]
+        self,
+        batch: list[Record | Skipped],
+        on_conflict: str,
+        report: IndexReport,
+        seen: dict[str, str],
+        batch_size: int,
     ) -> None:
         records: list[Record] = []
         for r in batch:
             if isinstance(r, Skipped):
                 report.skipped.append(r)
             elif r.key is not None and r.key in seen:
-                report.skipped.append(Skipped(r.source or r.key, f"duplicate key {r.key!r}, first seen at {seen[r.key]}"))
+                reason = f"duplicate key {r.key!r}, first seen at {seen[r.key]}"
+                report.skipped.append(Skipped(r.source or r.key, reason))
             else:
                 if r.key is not None:
                     seen[r.key] = r.source or r.key
@@ -339,6 +353,7 @@ class Collection:
         if existing and on_conflict == "error":
             key = next(iter(existing))
             raise InvalidInputError(f"key {key!r} exists already; use upsert() to replace it")
+        slots: dict[int, int | None] = {}  # id(record) -> its item id, in record order
         todo: list[tuple[Record, str]] = []
         for record in records:
             try:
@@ -346,16 +361,21 @@ class Collection:
             except OSError as exc:
                 report.skipped.append(Skipped(record.source or str(record.key), f"unreadable: {exc}"))
                 continue
-            if record.key in existing and existing[record.key][1] == digest:
+            old = existing.get(record.key) if record.key is not None else None
+            slots[id(record)] = old[0] if old else None
+            if old and old[1] == digest:
                 report.unchanged += 1
-                report.ids.append(existing[record.key][0])
                 continue
             todo.append((record, digest))
-        encoded = encode_records(self.encoder, [r for r, _ in todo], self.config.dim, batch_size=len(todo) or 1)
+        encoded = encode_records(lambda: self.encoder, [r for r, _ in todo], self.config.dim, batch_size)
         report.skipped += encoded.skipped
+        encoded_ids = {id(r) for r in encoded.records}
+        for record, _ in todo:
+            if id(record) not in encoded_ids:
+                del slots[id(record)]
         vectors = prepare(encoded.vectors, self.config.dim, self.config.metric)
         digests = {id(r): d for r, d in todo}
-        inserts: list[NewItem] = []
+        inserts: list[tuple[Record, NewItem]] = []
         updates: dict[int, NewItem] = {}
         for record, vector in zip(encoded.records, vectors):
             item = NewItem(
@@ -367,17 +387,18 @@ class Collection:
                 metadata=record.metadata,
                 content_hash=digests[id(record)],
             )
-            if record.key in existing:
-                updates[existing[record.key][0]] = item
+            if slots[id(record)] is not None:
+                updates[slots[id(record)]] = item  # type: ignore[index]
             else:
-                inserts.append(item)
-        if not inserts and not updates:
-            return
-        ids = self.store.write(inserts, updates)
-        report.added += len(ids)
-        report.updated += len(updates)
-        report.ids += ids + list(updates)
-        self._catch_up()
+                inserts.append((record, item))
+        if inserts or updates:
+            new_ids = self.store.write([item for _, item in inserts], updates)
+            for (record, _), new_id in zip(inserts, new_ids):
+                slots[id(record)] = new_id
+            report.added += len(new_ids)
+            report.updated += len(updates)
+            self._catch_up()
+        report.ids += [i for i in slots.values() if i is not None]
 
     def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = ()) -> int:
         """Delete items by id and/or key; returns how many existed."""
@@ -409,12 +430,15 @@ class Collection:
 
     def search(self, query: Any, k: int = 10) -> list[Hit]:
         """The ``k`` nearest items to a text, a PIL image, an image ``Path``, a vector or an item id."""
+        if isinstance(query, np.ndarray) and query.ndim > 1 and query.shape[0] != 1:
+            raise InvalidInputError(f"search() takes one query; for {query.shape[0]} vectors use search_batch()")
         return self.search_batch([query], k)[0]
 
     def search_batch(self, queries: Sequence[Any], k: int = 10) -> list[list[Hit]]:
         """One list of hits per query; queries are encoded together and searched in one call."""
-        if not isinstance(k, int) or k <= 0:
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k <= 0:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
         index = self.index
         qv = QueryVectors.build(queries, self)
         D, I = index.search(qv.vectors, k + qv.extra)
@@ -458,8 +482,14 @@ def make_records(
     records = []
     for i, value in enumerate(items):
         record = record_for(value)
-        record.key = keys[i] if keys is not None else None
-        record.metadata = dict(metadata[i]) if metadata is not None else {}
+        if keys is not None:
+            if not isinstance(keys[i], str) or not keys[i]:
+                raise InvalidInputError(f"keys must be non-empty strings; key {i} is {keys[i]!r}")
+            record.key = keys[i]
+        if metadata is not None:
+            if not isinstance(metadata[i], Mapping):
+                raise InvalidInputError(f"metadata {i} is a {type(metadata[i]).__name__}, not a dict")
+            record.metadata = json_safe(dict(metadata[i]), f"metadata {i}")
         records.append(record)
     return records
 

@@ -12,9 +12,12 @@ from .errors import DimensionMismatchError, InvalidInputError
 def as_matrix(vectors: Any, dim: int, what: str = "vector") -> np.ndarray:
     """``vectors`` as a finite ``(n, dim)`` float32 C-contiguous array; a 1-D vector is one row."""
     try:
-        x = np.asarray(vectors, dtype=np.float32)
+        raw = np.asarray(vectors)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{what}s must be numbers: {exc}") from None
+        raise InvalidInputError(f"{what}s must be arrays of numbers: {exc}") from None
+    if raw.dtype.kind not in "iuf":
+        raise InvalidInputError(f"{what}s must be real numbers, got dtype {raw.dtype}")
+    x = raw.astype(np.float32, copy=False)
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2:

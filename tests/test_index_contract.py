@@ -59,15 +59,16 @@ RECALL = {
     # on l2, yet 100x better than chance (10/3000 = 0.003).
     "IVF16,PQ8x4": 0.35,  # measured 0.469 (ip mean 0.497; l2 mean 0.711)
     "PQ8x4": 0.35,  # measured 0.462 (ip mean 0.475; l2 mean 0.652)
-    "OPQ8,IVF16,PQ8x4": 0.35,  # measured 0.476 (ip mean 0.496; l2 mean 0.711)
+    # PCA to half the dimensions keeps the coarse structure and loses the fine order.
+    "PCAR16,IVF16,Flat": 0.55,  # measured 0.649 cosine, 0.683 ip, 0.835 l2 (seed 0)
 }
 # Share of re-added vectors that find themselves in their own top 10 (cosine, l2): 1.0 for
 # specs that keep vectors nearly exact; PQ codes measured >= 0.75 (mean ~0.9).
 SELF_FOUND = {spec: (1.0 if bound >= 0.9 else 0.6) for spec, bound in RECALL.items()}
 # Specs whose search visits every vector, so a k > ntotal search returns every live id.
 EXHAUSTIVE = {"Flat", "IVF16,Flat?nprobe=16", "PQ8x4"}
-# OPQ trains its rotation with a 256-centroid PQ whatever the final code size: about 2 s per
-# metric here on one thread (5-30 s with OpenMP fighting for two busy cores).
+# OPQ is left out of this sweep: it trains 256-centroid sub-quantisers whatever the final code
+# size, so it waits for 9,984 vectors (checked in test_training_sizes).
 SPECS = list(RECALL)
 
 
@@ -413,6 +414,7 @@ def test_training_threshold() -> None:
     assert make("IVF16,PQ8", "l2").train_size == 39 * 256
     assert make("IVF512,PQ8x4", "l2").train_size == 39 * 512
     assert make("IVF16,SQ8", "l2").train_size == 39 * 16
+    assert make("OPQ8,IVF16,PQ8x4", "l2").train_size == 39 * 256  # OPQ trains 8-bit sub-quantisers
 
 
 def test_search_options_reach_the_index() -> None:

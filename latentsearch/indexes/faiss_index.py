@@ -74,6 +74,11 @@ def training_size(index: Any) -> int:
         inner = faiss.downcast_index(index)
         if isinstance(inner, faiss.IndexPreTransform):
             inner = faiss.downcast_index(inner.index)
+    outer = faiss.downcast_index(index)
+    if isinstance(outer, faiss.IndexPreTransform):
+        for i in range(outer.chain.size()):
+            if isinstance(faiss.downcast_VectorTransform(outer.chain.at(i)), faiss.OPQMatrix):
+                need = max(need, MIN_POINTS_PER_CENTROID * 256)  # OPQ trains 8-bit sub-quantisers
     pq = getattr(inner, "pq", None)
     if pq is not None:
         need = max(need, MIN_POINTS_PER_CENTROID * pq.ksub)

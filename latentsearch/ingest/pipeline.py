@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
@@ -32,9 +32,13 @@ class EncodedBatch:
 
 
 def encode_records(
-    encoder: Encoder | None, records: Sequence[Record], dim: int, batch_size: int
+    get_encoder: Callable[[], Encoder | None], records: Sequence[Record], dim: int, batch_size: int
 ) -> EncodedBatch:
-    """Vectors for ``records``; an image that cannot be opened is skipped with its reason."""
+    """Vectors for ``records``; an image that cannot be opened is skipped with its reason.
+
+    ``get_encoder`` is called only when something needs encoding, so precomputed vectors and
+    unchanged files never load a model.
+    """
     skipped: list[Skipped] = []
     rows: list[tuple[Record, object]] = []
     for record in records:
@@ -42,7 +46,8 @@ def encode_records(
             try:
                 rows.append((record, open_image(record.image_path)))  # type: ignore[arg-type]
             except Exception as exc:  # Pillow raises many types for a bad file
-                skipped.append(Skipped(record.source or str(record.image_path), f"unreadable image: {exc}"))
+                where = record.source or str(record.image_path)
+                skipped.append(Skipped(where, f"unreadable image: {exc}"))
             continue
         rows.append((record, record.image if record.modality == IMAGE else None))
 
@@ -54,6 +59,7 @@ def encode_records(
         if modality == VECTOR:
             out[positions] = np.concatenate([as_matrix(rows[i][0].vector, dim) for i in positions])
             continue
+        encoder = get_encoder()
         if encoder is None:
             raise InvalidInputError(
                 f"this collection stores precomputed vectors only and cannot encode {modality}"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ..types import IMAGE, TEXT, VECTOR
 
 if TYPE_CHECKING:
@@ -56,6 +57,24 @@ class Record:
         elif self.image is not None:
             h.update(b"i" + repr(self.image.size).encode() + self.image.convert("RGB").tobytes())
         return h.hexdigest()
+
+
+def json_safe(value: Any, where: str = "metadata") -> Any:
+    """``value`` with numpy scalars and arrays made plain; anything JSON cannot hold is an error."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, where) for v in value]
+    raise InvalidInputError(
+        f"{where} holds a {type(value).__name__}; metadata values must be JSON: "
+        "str, int, float, bool, None, lists and dicts"
+    )
 
 
 def open_image(path: Path) -> Image:
