@@ -68,7 +68,7 @@ SELF_FOUND = {spec: (1.0 if bound >= 0.9 else 0.6) for spec, bound in RECALL.ite
 # Specs whose search visits every vector, so a k > ntotal search returns every live id.
 EXHAUSTIVE = {"Flat", "IVF16,Flat?nprobe=16", "PQ8x4"}
 # OPQ is left out of this sweep: it trains 256-centroid sub-quantisers whatever the final code
-# size, so it waits for 9,984 vectors (checked in test_training_sizes).
+# size, so it waits for 9,984 vectors (checked in test_training_threshold).
 SPECS = list(RECALL)
 
 
