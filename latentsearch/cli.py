@@ -58,15 +58,31 @@ def cli() -> None:
 
 @cli.command()
 @collection_argument
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--encoder", default=None, help="Encoder spec for a new collection [default: minilm].")
 @click.option("--index", "index_spec", default="auto", show_default=True, help="FAISS index spec for a new collection.")
 @click.option("--metric", type=click.Choice(["cosine", "ip", "l2"]), default="cosine", show_default=True)
 @click.option("--db", default=None, help="SQLAlchemy URL of the store [default: SQLite in the collection folder].")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--text-field", default="text", show_default=True, help="JSONL/CSV field(s) with the text; 'title,text' joins two.")
-@click.option("--image-field", default=None, help="JSONL/CSV field with an image path (relative to the file).")
-@click.option("--key-field", default=None, help="JSONL/CSV field with each record's key [default: _id, id or key].")
+@click.option("--text-field", default="text", show_default=True, help="JSONL/CSV/Parquet field(s) with the text; 'title,text' joins two.")
+@click.option("--image-field", default=None, help="JSONL/CSV/Parquet field with an image path (relative to the file).")
+@click.option("--key-field", default=None, help="JSONL/CSV/Parquet field with each record's key [default: _id, id or key].")
+@click.option("--include", multiple=True, metavar="GLOB", help="In folders, index only files matching GLOB (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="In folders, leave out files and folders matching GLOB (repeatable; wins over --include).")
+@click.option("--hidden", is_flag=True, help="Also index hidden files and folders (names starting with '.').")
+@click.option(
+    "--files-from",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=str),
+    help="Also index the paths listed in FILE, one per line ('-': stdin; blank lines and # comments ignored).",
+)
+@click.option(
+    "--errors",
+    "errors_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help='Write every skipped input to FILE, one JSON object per line: {"source": ..., "reason": ...}.',
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @json_option
 def index(
@@ -80,31 +96,55 @@ def index(
     text_field: str,
     image_field: str | None,
     key_field: str | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    hidden: bool,
+    files_from: str | None,
+    errors_file: Path | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
     """Index files and folders into COLLECTION, creating it when missing.
 
-    Text files (.txt .md .html …), images (.jpg .png .webp …) and JSONL/CSV records (a text or
-    image-path field, the other fields become metadata). Files already indexed and unchanged
-    are skipped, so running the same command again only adds what is new.
+    Text files (.txt .md .html …), images (.jpg .png .webp …) and JSONL/CSV/Parquet records (a
+    text or image-path field, the other fields become metadata). Files already indexed and
+    unchanged are skipped, so running the same command again only adds what is new.
+
+    Folders are walked recursively, following symbolic links (each file once, link loops
+    detected), leaving out hidden entries unless --hidden. A GLOB is matched against a file's
+    path relative to the folder given and against its name: '*' and '?' stay within one folder,
+    '**' spans folders ('*.md', 'docs/*.md', 'docs/**/*.md'). --exclude also prunes folders
+    ('node_modules'). Paths given by name or by --files-from are always indexed.
 
     \b
     Example:
       latentsearch index papers corpus.jsonl --text-field title,text
       latentsearch index photos ~/Pictures --encoder timm:resnet50
+      latentsearch index notes ~/notes --include '*.md' --exclude 'drafts/**' --errors skipped.jsonl
+      find . -name '*.txt' | latentsearch index notes --files-from -
     """
+    from itertools import chain
+
     from .collection import Collection
     from .config import manifest_path
-    from .ingest.sources import RecordFields
+    from .ingest.sources import RecordFields, SourceOptions, check_fields, paths_from_list
 
-    fields = RecordFields(text=text_field, image=image_field, key=key_field)
+    if not paths and files_from is None:
+        raise click.UsageError("give PATHS to index, or --files-from FILE")
+    options = SourceOptions(include=include, exclude=exclude, hidden=hidden)
+    fields = RecordFields(text=text_field, image=image_field, key=key_field, sources=options)
+    check_fields(fields)
+    inputs = chain(paths, paths_from_list(files_from)) if files_from is not None else paths
     if manifest_path(collection).exists():
         col = Collection.open(collection, encoder=encoder)
     else:
         col = Collection.create(collection, encoder=encoder or "minilm", index=index_spec, metric=metric, store=db)
     with col:
-        report = _run_with_progress(col, paths, fields, batch_size, quiet or as_json)
+        report = _run_with_progress(col, inputs, fields, batch_size, quiet or as_json)
+    if errors_file is not None:
+        with open(errors_file, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            for s in report.skipped:
+                fh.write(json.dumps({"source": s.source, "reason": s.reason}, ensure_ascii=False) + "\n")
     if as_json:
         echo_json(report.to_dict())
     elif not quiet:
@@ -306,3 +346,7 @@ def encoders(as_json: bool) -> None:
 
 def main() -> None:
     cli(prog_name="latentsearch")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,7 @@ from .errors import (
 )
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
-from .ingest.pipeline import batched, encode_records
+from .ingest.pipeline import run_ingest
 from .ingest.records import Record, json_safe, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.search import QueryVectors, to_hits
@@ -304,9 +304,26 @@ class Collection:
         fields: RecordFields = RecordFields(),
         batch_size: int = 64,
         progress: Progress | None = None,
+        prune: bool = False,
     ) -> IndexReport:
-        """Index files and folders (text, images, JSONL/CSV records); unchanged files are skipped."""
-        return self.add_records(records_from_paths(paths, fields), batch_size, "update", progress)
+        """Index files and folders (text, images, JSONL/CSV records); unchanged files are skipped.
+
+        ``prune`` then deletes the items of files that are gone from the given folders.
+        """
+        paths = list(paths)
+        report = self.add_records(records_from_paths(paths, fields), batch_size, "update", progress)
+        if prune:
+            report.pruned = self.prune(paths)
+        return report
+
+    def prune(self, folders: Iterable[str | Path]) -> int:
+        """Delete the items of files under ``folders`` that no longer exist; returns how many."""
+        roots = [Path(f).expanduser().resolve() for f in folders if Path(f).expanduser().is_dir()]
+        gone = [
+            doc for doc in self.store.file_documents()
+            if any(Path(doc).is_relative_to(root) for root in roots) and not Path(doc).exists()
+        ]
+        return self.delete(ids=self.store.ids_of_documents(gone)) if gone else 0
 
     def add_records(
         self,
@@ -321,84 +338,7 @@ class Collection:
         if batch_size <= 0:
             raise InvalidInputError(f"batch size must be positive, got {batch_size}")
         self._writer()
-        report, started = IndexReport(), time.perf_counter()
-        seen: dict[str, str] = {}  # key -> where it was first seen in this run
-        for batch in batched(records, batch_size):
-            self._add_batch(batch, on_conflict, report, seen, batch_size)
-            if progress:
-                progress(len(batch))
-        report.seconds = time.perf_counter() - started
-        return report
-
-    def _add_batch(
-        self,
-        batch: list[Record | Skipped],
-        on_conflict: str,
-        report: IndexReport,
-        seen: dict[str, str],
-        batch_size: int,
-    ) -> None:
-        records: list[Record] = []
-        for r in batch:
-            if isinstance(r, Skipped):
-                report.skipped.append(r)
-            elif r.key is not None and r.key in seen:
-                reason = f"duplicate key {r.key!r}, first seen at {seen[r.key]}"
-                report.skipped.append(Skipped(r.source or r.key, reason))
-            else:
-                if r.key is not None:
-                    seen[r.key] = r.source or r.key
-                records.append(r)
-        existing = self.store.keys_to_ids([r.key for r in records if r.key is not None])
-        if existing and on_conflict == "error":
-            key = next(iter(existing))
-            raise InvalidInputError(f"key {key!r} exists already; use upsert() to replace it")
-        slots: dict[int, int | None] = {}  # id(record) -> its item id, in record order
-        todo: list[tuple[Record, str]] = []
-        for record in records:
-            try:
-                digest = record.content_hash()
-            except OSError as exc:
-                report.skipped.append(Skipped(record.source or str(record.key), f"unreadable: {exc}"))
-                continue
-            old = existing.get(record.key) if record.key is not None else None
-            slots[id(record)] = old[0] if old else None
-            if old and old[1] == digest:
-                report.unchanged += 1
-                continue
-            todo.append((record, digest))
-        encoded = encode_records(lambda: self.encoder, [r for r, _ in todo], self.config.dim, batch_size)
-        report.skipped += encoded.skipped
-        encoded_ids = {id(r) for r in encoded.records}
-        for record, _ in todo:
-            if id(record) not in encoded_ids:
-                del slots[id(record)]
-        vectors = prepare(encoded.vectors, self.config.dim, self.config.metric)
-        digests = {id(r): d for r, d in todo}
-        inserts: list[tuple[Record, NewItem]] = []
-        updates: dict[int, NewItem] = {}
-        for record, vector in zip(encoded.records, vectors):
-            item = NewItem(
-                vector=vector,
-                modality=record.modality,
-                key=record.key,
-                source=record.source,
-                text=record.text,
-                metadata=record.metadata,
-                content_hash=digests[id(record)],
-            )
-            if slots[id(record)] is not None:
-                updates[slots[id(record)]] = item  # type: ignore[index]
-            else:
-                inserts.append((record, item))
-        if inserts or updates:
-            new_ids = self.store.write([item for _, item in inserts], updates)
-            for (record, _), new_id in zip(inserts, new_ids):
-                slots[id(record)] = new_id
-            report.added += len(new_ids)
-            report.updated += len(updates)
-            self._catch_up()
-        report.ids += [i for i in slots.values() if i is not None]
+        return run_ingest(self, records, batch_size, on_conflict, progress)
 
     def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = ()) -> int:
         """Delete items by id and/or key; returns how many existed."""
@@ -443,6 +383,19 @@ class Collection:
         qv = QueryVectors.build(queries, self)
         D, I = index.search(qv.vectors, k + qv.extra)
         return to_hits(D, I, qv.exclude, k, self.store)
+
+    def verify(self) -> dict[str, Any]:
+        """Compare the index with the store: every stored item indexed once, nothing else."""
+        stored = np.concatenate([ids for ids, _ in self.store.iter_vectors()] or [np.zeros(0, np.int64)])
+        indexed = self.index.ids()
+        unique, counts = np.unique(indexed, return_counts=True)
+        return {
+            "items": int(len(stored)),
+            "indexed": int(len(indexed)),
+            "missing_from_index": np.setdiff1d(stored, unique).tolist(),
+            "not_in_store": np.setdiff1d(unique, stored).tolist(),
+            "indexed_twice": unique[counts > 1].tolist(),
+        }
 
     def info(self) -> dict[str, Any]:
         index = self.index

@@ -66,7 +66,10 @@ class IndexReport:
     updated: int = 0
     unchanged: int = 0
     skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[Skipped] = field(default_factory=list)  # indexed, but worth knowing about
     seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # busy seconds per stage (overlapping)
+    pruned: int = 0
     ids: list[int] = field(default_factory=list)
 
     @property
@@ -80,7 +83,10 @@ class IndexReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
+            "warnings": [{"source": s.source, "reason": s.reason} for s in self.warnings],
+            "pruned": self.pruned,
             "seconds": round(self.seconds, 3),
+            "stages": {k: round(v, 3) for k, v in self.stages.items()},
             "items_per_second": round(self.items_per_second, 1),
         }
 

@@ -219,6 +219,21 @@ class FaissIndex:
         if vectors is not None:
             self.index.add_with_ids(vectors, id_map[alive])
 
+    def ids(self) -> np.ndarray:
+        """Every live id in the index (for consistency checks)."""
+        import faiss
+
+        if self._native_ids and self.trained:
+            invlists = _ivf(self.index).invlists
+            parts = [
+                faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                for i in range(invlists.nlist)
+                if invlists.list_size(i)
+            ]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        id_map = faiss.vector_to_array(self.index.id_map)
+        return id_map[id_map != DEAD]
+
     # -- search -------------------------------------------------------------------------------
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:

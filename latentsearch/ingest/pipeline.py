@@ -1,21 +1,39 @@
-"""Encoding a batch of records: group by modality, load images late, keep input order."""
+"""The write path, as three overlapped stages: read → encode → write.
+
+A reader thread groups incoming records into chunks, skips files whose size and mtime match the
+store, reads and decodes the rest (a small thread pool: decoding images releases the GIL) and
+hashes them; the calling thread encodes; a writer thread commits each chunk in one transaction
+and updates the index. Queues between the stages hold at most two chunks, so memory does not grow
+with the corpus, and every committed chunk survives a crash.
+"""
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from ..encoders.base import Encoder
 from ..errors import InvalidInputError
-from ..types import IMAGE, TEXT, VECTOR, Skipped
-from ..vectors import as_matrix
-from .records import Record, open_image
+from ..stores.sql import NewItem
+from ..types import IMAGE, TEXT, VECTOR, IndexReport, Skipped
+from ..vectors import as_matrix, prepare
+from .records import Record
+
+if TYPE_CHECKING:
+    from ..collection import Collection
 
 T = TypeVar("T")
+Progress = Callable[[int], None]
+IMAGE_WEIGHT = 8  # a decoded image holds far more memory than a text: fewer per chunk
+READ_THREADS = 4
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -24,40 +42,236 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def chunked(items: Iterable[Record | Skipped], budget: int) -> Iterator[list[Record | Skipped]]:
+    """Chunks of records whose weight (images count more) stays within ``budget``."""
+    chunk: list[Record | Skipped] = []
+    weight = 0
+    for item in items:
+        chunk.append(item)
+        weight += IMAGE_WEIGHT if isinstance(item, Record) and item.modality == IMAGE else 1
+        if weight >= budget:
+            yield chunk
+            chunk, weight = [], 0
+    if chunk:
+        yield chunk
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, ``depth`` ahead; its exceptions re-raise here."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=run, name="latentsearch-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+
+
 @dataclass
-class EncodedBatch:
-    records: list[Record]  # the records that were encoded, in input order
-    vectors: np.ndarray  # (len(records), dim), raw encoder output
-    skipped: list[Skipped]
+class Stages:
+    """Seconds each stage was busy (they overlap, so the sum exceeds the wall time)."""
+
+    read: float = 0.0
+    encode: float = 0.0
+    write: float = 0.0
+
+
+@dataclass
+class Prepared:
+    """A chunk after the reader: what to encode, what to reuse, what is unchanged."""
+
+    encode: list[tuple[Record, str]] = field(default_factory=list)  # (record, content hash)
+    reuse: list[tuple[Record, str, np.ndarray]] = field(default_factory=list)
+    existing: dict[str, int] = field(default_factory=dict)  # key -> id of the item it replaces
+    slots: list[Record | int | None] = field(default_factory=list)  # per input: id, record or None (skipped)
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)  # same content, new stat
+    skipped: list[Skipped] = field(default_factory=list)
+    unchanged: int = 0
+    warnings: list[Skipped] = field(default_factory=list)
+    size: int = 0  # inputs in the chunk, for progress
+
+
+def run_ingest(
+    col: Collection,
+    records: Iterable[Record | Skipped],
+    batch_size: int,
+    on_conflict: str,
+    progress: Progress | None,
+) -> IndexReport:
+    report, stages, started = IndexReport(), Stages(), time.perf_counter()
+    seen: dict[str, str] = {}
+    chunks = chunked(_first_of_each_key(records, seen, report), budget=16 * batch_size)
+    pending: Future[Any] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="latentsearch-writer") as writer:
+        for prep in prefetch(_prepare(col, chunk, on_conflict, stages) for chunk in chunks):
+            report.unchanged += prep.unchanged
+            report.skipped += prep.skipped
+            report.warnings += prep.warnings
+            t0 = time.perf_counter()
+            vectors = encode_records(lambda: col.encoder, [r for r, _ in prep.encode], col.config.dim, batch_size)
+            stages.encode += time.perf_counter() - t0
+            if pending is not None:
+                _merge(report, pending.result())
+            pending = writer.submit(_write, col, prep, vectors, stages, progress)
+        if pending is not None:
+            _merge(report, pending.result())
+    report.seconds = time.perf_counter() - started
+    report.stages = {"read": stages.read, "encode": stages.encode, "write": stages.write}
+    return report
+
+
+def _first_of_each_key(
+    records: Iterable[Record | Skipped], seen: dict[str, str], report: IndexReport
+) -> Iterator[Record | Skipped]:
+    """A key seen before in this run is reported as a duplicate, not written twice."""
+    for r in records:
+        if isinstance(r, Record) and r.key is not None:
+            if r.key in seen:
+                yield Skipped(r.source or r.key, f"duplicate key {r.key!r}, first seen at {seen[r.key]}")
+                continue
+            seen[r.key] = r.source or r.key
+        yield r
+
+
+def _prepare(col: Collection, chunk: list[Record | Skipped], on_conflict: str, stages: Stages) -> Prepared:
+    t0 = time.perf_counter()
+    prep = Prepared(size=len(chunk))
+    records = [r for r in chunk if isinstance(r, Record)]
+    prep.skipped = [r for r in chunk if isinstance(r, Skipped)]
+    store = col.store
+    existing = store.keys_to_ids([r.key for r in records if r.key is not None])
+    if existing and on_conflict == "error":
+        raise InvalidInputError(f"key {next(iter(existing))!r} exists already; use upsert() to replace it")
+    # Files whose size and mtime match the store are unchanged: not even read.
+    states = store.file_states([r.document or r.key for r in records if r.stat is not None and r.key])
+    fresh: list[Record] = []
+    for r in records:
+        old = existing.get(r.key) if r.key is not None else None
+        if r.stat is not None and old and states.get(r.document or r.key) == (r.stat.size, r.stat.mtime_ns):  # type: ignore[arg-type]
+            prep.slots.append(old[0])
+            prep.unchanged += 1
+        else:
+            fresh.append(r)
+            prep.slots.append(r)
+    position = {id(s): i for i, s in enumerate(prep.slots) if isinstance(s, Record)}
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        loaded = list(pool.map(_load, fresh))
+    reusable = store.vectors_by_hash([d for _, d, err in loaded if err is None])
+    for record, digest, err in loaded:
+        if err is not None:
+            prep.skipped.append(Skipped(record.source or str(record.key), err))
+            prep.slots[position[id(record)]] = None
+            continue
+        if record.warning:
+            prep.warnings.append(Skipped(record.source or str(record.key), record.warning))
+        old = existing.get(record.key) if record.key is not None else None
+        if old:
+            prep.existing[record.key] = old[0]  # type: ignore[index]
+        if old and old[1] == digest:  # touched, same content: remember the new stat only
+            if record.stat is not None:
+                prep.stats[record.document or record.key] = (record.stat.size, record.stat.mtime_ns)  # type: ignore[index]
+            prep.slots[position[id(record)]] = old[0]
+            prep.unchanged += 1
+        elif digest in reusable:  # a renamed or copied file: its vector is already known
+            prep.reuse.append((record, digest, reusable[digest]))
+        else:
+            prep.encode.append((record, digest))
+    stages.read += time.perf_counter() - t0
+    return prep
+
+
+def _load(record: Record) -> tuple[Record, str, str | None]:
+    """Read and hash one record; the error becomes the reason it is skipped."""
+    try:
+        record.load()
+        return record, record.content_hash(), None
+    except FileNotFoundError:
+        return record, "", "file vanished before it could be read"
+    except ValueError as exc:  # a reason already worded for the user (empty, binary, too large)
+        return record, "", str(exc)
+    except Exception as exc:  # OSError, and the many types Pillow raises for one bad file
+        what = "image" if record.modality == IMAGE else "file"
+        return record, "", f"unreadable {what}: {exc}"
+
+
+def _write(col: Collection, prep: Prepared, vectors: np.ndarray, stages: Stages, progress: Progress | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rows = [(r, d, v) for (r, d), v in zip(prep.encode, vectors)] + prep.reuse
+    normalised = prepare(np.stack([v for _, _, v in rows]), col.config.dim, col.config.metric) if rows else []
+    inserts: list[tuple[Record, NewItem]] = []
+    updates: dict[int, NewItem] = {}
+    for (record, digest, _), vector in zip(rows, normalised):
+        item = NewItem(
+            vector=vector,
+            modality=record.modality,
+            key=record.key,
+            source=record.source,
+            text=record.text,
+            metadata=record.metadata,
+            content_hash=digest,
+            document=record.document,
+            file_size=record.stat.size if record.stat else None,
+            file_mtime_ns=record.stat.mtime_ns if record.stat else None,
+        )
+        if record.key in prep.existing:
+            updates[prep.existing[record.key]] = item  # type: ignore[index]
+        else:
+            inserts.append((record, item))
+    new_ids: list[int] = []
+    if inserts or updates:
+        new_ids = col.store.write([item for _, item in inserts], updates)
+        col._catch_up()
+    col.store.set_file_states(prep.stats)
+    assigned = {id(r): i for (r, _), i in zip(inserts, new_ids)}
+    assigned.update({id(r): prep.existing[r.key] for r, _, _ in rows if r.key in prep.existing})
+    ids = [s if isinstance(s, int) else assigned[id(s)] for s in prep.slots if s is not None]
+    stages.write += time.perf_counter() - t0
+    if progress:
+        progress(prep.size)
+    return {"added": len(new_ids), "updated": len(updates), "ids": ids}
+
+
+def _merge(report: IndexReport, written: dict[str, Any]) -> None:
+    report.added += written["added"]
+    report.updated += written["updated"]
+    report.ids += written["ids"]
 
 
 def encode_records(
     get_encoder: Callable[[], Encoder | None], records: Sequence[Record], dim: int, batch_size: int
-) -> EncodedBatch:
-    """Vectors for ``records``; an image that cannot be opened is skipped with its reason.
-
-    ``get_encoder`` is called only when something needs encoding, so precomputed vectors and
-    unchanged files never load a model.
-    """
-    skipped: list[Skipped] = []
-    rows: list[tuple[Record, object]] = []
-    for record in records:
-        if record.modality == IMAGE and record.image is None:
-            try:
-                rows.append((record, open_image(record.image_path)))  # type: ignore[arg-type]
-            except Exception as exc:  # Pillow raises many types for a bad file
-                where = record.source or str(record.image_path)
-                skipped.append(Skipped(where, f"unreadable image: {exc}"))
-            continue
-        rows.append((record, record.image if record.modality == IMAGE else None))
-
-    out = np.zeros((len(rows), dim), dtype=np.float32)
+) -> np.ndarray:
+    """Raw encoder output for loaded records, in order; ``get_encoder`` is called only when
+    something needs a model, so precomputed vectors and unchanged files never load one."""
+    out = np.zeros((len(records), dim), dtype=np.float32)
     by_modality: dict[str, list[int]] = {}
-    for i, (record, _) in enumerate(rows):
+    for i, record in enumerate(records):
         by_modality.setdefault(record.modality, []).append(i)
     for modality, positions in by_modality.items():
         if modality == VECTOR:
-            out[positions] = np.concatenate([as_matrix(rows[i][0].vector, dim) for i in positions])
+            out[positions] = np.concatenate([as_matrix(records[i].vector, dim) for i in positions])
             continue
         encoder = get_encoder()
         if encoder is None:
@@ -65,7 +279,7 @@ def encode_records(
                 f"this collection stores precomputed vectors only and cannot encode {modality}"
             )
         if modality == TEXT:
-            out[positions] = encoder.encode_text([rows[i][0].text for i in positions], batch_size)  # type: ignore[misc]
+            out[positions] = encoder.encode_text([records[i].text for i in positions], batch_size)  # type: ignore[misc]
         else:
-            out[positions] = encoder.encode_image([rows[i][1] for i in positions], batch_size)  # type: ignore[misc]
-    return EncodedBatch([r for r, _ in rows], out, skipped)
+            out[positions] = encoder.encode_image([records[i].image for i in positions], batch_size)  # type: ignore[misc]
+    return out

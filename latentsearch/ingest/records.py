@@ -18,29 +18,56 @@ if TYPE_CHECKING:
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit, made an error
 
 
-@dataclass
-class Record:
-    """Exactly one of ``text``, ``image``, ``image_path`` or ``vector`` is set.
+@dataclass(frozen=True)
+class FileStat:
+    """Size and modification time of a source file: equal stats mean the file is unchanged."""
 
-    ``image_path`` is opened only when its batch is encoded, so a stream of records holds no
-    decoded images.
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileStat:
+        st = path.stat()
+        return cls(st.st_size, st.st_mtime_ns)
+
+
+@dataclass(eq=False)  # records are compared by identity: they may hold arrays and images
+class Record:
+    """One input: a text, an image or a vector, with its key, source and metadata.
+
+    Files are read late: ``text_path`` and ``image_path`` are opened by :meth:`load` in the
+    pipeline's reader stage, so a stream of records holds no file contents, and a file whose
+    ``stat`` matches the stored one is never read at all.
     """
 
     text: str | None = None
+    text_path: Path | None = None
     image: Image | None = None
     image_path: Path | None = None
     vector: np.ndarray | None = None
     key: str | None = None
     source: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    stat: FileStat | None = None  # of the source file, for incremental re-indexing
+    document: str | None = None  # the key of the document a passage belongs to
+    warning: str | None = None  # something the user should hear about, e.g. a fallback encoding
 
     @property
     def modality(self) -> str:
-        if self.text is not None:
+        if self.text is not None or self.text_path is not None:
             return TEXT
         if self.vector is not None:
             return VECTOR
         return IMAGE
+
+    def load(self) -> None:
+        """Read the text file or decode the image (raises ``OSError``/``ValueError`` with a reason)."""
+        if self.text is None and self.text_path is not None:
+            from .sources import read_text_file
+
+            self.text, self.warning = read_text_file(self.text_path)
+        elif self.image is None and self.image_path is not None:
+            self.image = open_image(self.image_path)
 
     def content_hash(self) -> str:
         """A hash of what the encoder sees: the text, the image file's bytes or the pixels."""

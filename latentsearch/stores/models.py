@@ -31,7 +31,12 @@ class Item(Base):
     modality: Mapped[str] = mapped_column(String(16))
     text: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", Json, default=dict)
-    content_hash: Mapped[str | None] = mapped_column(String(64))
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The document an item came from: its own key, or for a passage the key of its document.
+    document: Mapped[str | None] = mapped_column(String(2048), index=True)
+    # Size and mtime of the source file, so an unchanged file is skipped without reading it.
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    file_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

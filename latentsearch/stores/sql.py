@@ -34,6 +34,9 @@ class NewItem:
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     content_hash: str | None = None
+    document: str | None = None  # defaults to the key
+    file_size: int | None = None
+    file_mtime_ns: int | None = None
 
 
 def sqlite_url(path: Path) -> str:
@@ -204,6 +207,9 @@ class SqlStore:
             "text": item.text,
             "meta": item.metadata or {},
             "content_hash": item.content_hash,
+            "document": item.document if item.document is not None else item.key,
+            "file_size": item.file_size,
+            "file_mtime_ns": item.file_mtime_ns,
             "vector": stored.tobytes(),
             "added_at": now,
         }
@@ -239,6 +245,51 @@ class SqlStore:
                 for key, item_id, digest in session.execute(stmt):
                     out[key] = (item_id, digest)
         return out
+
+    def file_states(self, documents: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
+        """``document -> (file_size, file_mtime_ns)`` as stored, for the documents that exist."""
+        out: dict[str, tuple[int | None, int | None]] = {}
+        columns = (ItemRow.document, ItemRow.file_size, ItemRow.file_mtime_ns)
+        with Session(self.engine) as session:
+            for chunk in _chunks(list(dict.fromkeys(documents))):
+                for doc, size, mtime in session.execute(select(*columns).where(ItemRow.document.in_(chunk))):
+                    out[doc] = (size, mtime)
+        return out
+
+    def set_file_states(self, states: dict[str, tuple[int, int]]) -> None:
+        """Record new stats for documents whose content did not change (no change-log entry:
+        nothing the index holds changed)."""
+        if not states:
+            return
+        with Session(self.engine) as session, session.begin():
+            for doc, (size, mtime) in states.items():
+                session.execute(
+                    update(ItemRow).where(ItemRow.document == doc).values(file_size=size, file_mtime_ns=mtime),
+                    execution_options={"synchronize_session": False},
+                )
+
+    def vectors_by_hash(self, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """One stored vector for each content hash that some item has (for renamed or copied files)."""
+        out: dict[str, np.ndarray] = {}
+        with Session(self.engine) as session:
+            for chunk in _chunks(list(dict.fromkeys(hashes))):
+                stmt = select(ItemRow.content_hash, ItemRow.vector).where(ItemRow.content_hash.in_(chunk))
+                for digest, blob in session.execute(stmt):
+                    out.setdefault(digest, self._matrix([blob])[0])
+        return out
+
+    def file_documents(self) -> list[str]:
+        """Documents that came from files (they have a stored file size)."""
+        with Session(self.engine) as session:
+            stmt = select(ItemRow.document).where(ItemRow.file_size.is_not(None)).distinct()
+            return [d for d in session.scalars(stmt) if d is not None]
+
+    def ids_of_documents(self, documents: Sequence[str]) -> list[int]:
+        with Session(self.engine) as session:
+            out: list[int] = []
+            for chunk in _chunks(list(documents)):
+                out += list(session.scalars(select(ItemRow.id).where(ItemRow.document.in_(chunk))))
+            return out
 
     def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """``(found_ids, vectors)`` for the ids that exist, in the order of ``ids``."""
