@@ -83,6 +83,8 @@ def cli() -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help='Write every skipped input to FILE, one JSON object per line: {"source": ..., "reason": ...}.',
 )
+@click.option("--prune", is_flag=True, help="Delete the items of files that are gone from the given folders.")
+@click.option("--wait", default=10.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another writer to finish.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @json_option
 def index(
@@ -101,6 +103,8 @@ def index(
     hidden: bool,
     files_from: str | None,
     errors_file: Path | None,
+    prune: bool,
+    wait: float,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -139,8 +143,9 @@ def index(
         col = Collection.open(collection, encoder=encoder)
     else:
         col = Collection.create(collection, encoder=encoder or "minilm", index=index_spec, metric=metric, store=db)
+    col.lock_timeout = wait
     with col:
-        report = _run_with_progress(col, inputs, fields, batch_size, quiet or as_json)
+        report = _run_with_progress(col, inputs, fields, batch_size, quiet or as_json, prune)
     if errors_file is not None:
         with open(errors_file, "w", encoding="utf-8", errors="backslashreplace") as fh:
             for s in report.skipped:
@@ -153,11 +158,11 @@ def index(
         sys.exit(EXIT_SKIPPED)
 
 
-def _run_with_progress(col: Any, paths: Any, fields: Any, batch_size: int, quiet: bool) -> Any:
+def _run_with_progress(col: Any, paths: Any, fields: Any, batch_size: int, quiet: bool, prune: bool) -> Any:
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     if quiet:
-        return col.index_paths(paths, fields, batch_size)
+        return col.index_paths(paths, fields, batch_size, prune=prune)
     columns = (
         SpinnerColumn(),
         TextColumn("indexing"),
@@ -173,14 +178,20 @@ def _run_with_progress(col: Any, paths: Any, fields: Any, batch_size: int, quiet
             elapsed = bar.tasks[0].elapsed or 0.0
             bar.update(task, rate=bar.tasks[0].completed / elapsed if elapsed else 0.0)
 
-        return col.index_paths(paths, fields, batch_size, progress=advance)
+        return col.index_paths(paths, fields, batch_size, progress=advance, prune=prune)
 
 
 def _print_report(report: Any) -> None:
+    pruned = f", pruned {report.pruned}" if report.pruned else ""
     click.echo(
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"skipped {len(report.skipped)} in {report.seconds:.1f} s ({report.items_per_second:.1f} items/s)"
+        f"skipped {len(report.skipped)}{pruned} in {report.seconds:.1f} s ({report.items_per_second:.1f} items/s)"
     )
+    if report.stages:
+        busy = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.stages.items())
+        click.echo(f"  stages (busy time, overlapping): {busy}")
+    for w in report.warnings[:20]:
+        click.echo(f"  warning {w.source}: {w.reason}", err=True)
     for s in report.skipped[:20]:
         click.echo(f"  skipped {s.source}: {s.reason}", err=True)
     if len(report.skipped) > 20:

@@ -57,7 +57,8 @@ class Collection:
         self._index: FaissIndex | None = None
         self._watermark = 0
         self._saved_watermark = -1
-        self._lock = FileLock(str(path / LOCK_FILE))
+        # Not thread-local: the writer thread of the ingest pipeline writes under this lock too.
+        self._lock = FileLock(str(path / LOCK_FILE), thread_local=False)
         self.lock_timeout = 10.0
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -213,6 +214,18 @@ class Collection:
             self._index.add(found, vectors)
         self._watermark = newest
 
+    def _applied_own_write(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray) -> None:
+        """Put what this writer just committed into the index without reading it back.
+
+        Only the lock holder writes, so the store's newest change is this write's own; the
+        ``replaced`` ids (updates) leave the index first.
+        """
+        index = self._index
+        assert index is not None and self._lock.is_locked
+        index.remove(replaced)
+        index.add(ids, vectors)
+        self._watermark = self.store.max_seq()
+
     def _writer(self) -> None:
         """Take the writer lock (once) and bring the index up to date under it."""
         if not self._lock.is_locked:
@@ -262,6 +275,8 @@ class Collection:
     ) -> list[int]:
         """Add texts (``str``), images (PIL images or ``Path``s to image files) or a 2-D array of
         precomputed vectors; returns the new ids in order. A key that exists already is an error."""
+        if isinstance(inputs, np.ndarray) and inputs.ndim == 2:
+            inputs = as_matrix(inputs, self.config.dim)  # checked once, not row by row
         records = make_records(inputs, metadata, keys)
         self._check_all_or_nothing(records, allow_existing=False)
         return self.add_records(records, batch_size=batch_size, on_conflict="error").ids
@@ -286,8 +301,12 @@ class Collection:
             raise InvalidInputError(f"key {twice!r} is given twice")
         if not allow_existing and (existing := self.store.keys_to_ids(keys)):
             raise InvalidInputError(f"key {next(iter(existing))!r} exists already; use upsert() to replace it")
+        dim = self.config.dim
         for i, record in enumerate(records):
-            if record.vector is not None:
+            v = record.vector
+            if isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape == (dim,):
+                continue  # a row of a matrix add() already checked, or a clean vector
+            if v is not None:
                 if np.ndim(record.vector) != 1:
                     shape = np.shape(record.vector)
                     raise InvalidInputError(f"vector {i} has shape {shape}; each input is one 1-D vector")

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_WORD_LIMIT = 256
-"""Tokens per passage for an encoder without a tokenizer (counted as whitespace-separated words)."""
+"""Tokens per passage for an encoder without a tokenizer (whitespace-separated words)."""
 
 _BOUNDARY_ZONE = 0.2  # a boundary is looked for in the last 20% of a window
 _MAX_START_BACKTRACK = 16  # tokens an overlap start may move back to reach the start of a word
@@ -135,8 +135,9 @@ class ChunkConfig:
 
     ``max_tokens``: tokens per passage; ``None`` means the encoder's limit (see
     :func:`counter_for`). ``overlap_tokens``: tokens shared by consecutive passages.
-    ``min_tokens``: a last passage adding fewer new tokens than this is merged into the passage
-    before it when the merged passage still fits, else kept (0 turns merging off).
+    ``min_tokens``: a last passage adding fewer tokens of its own than this is merged away when
+    the passage before it can take its tokens and still fit, else kept (0 turns this off; see
+    :func:`split_passages`). Use :meth:`resolve` with the limit from :func:`counter_for`.
     """
 
     max_tokens: int | None = None
@@ -277,7 +278,7 @@ class _Splitter:
         if len(windows) < 3 or n - windows[-2][1] >= min_tokens:
             return
         bound = windows[-3][1]
-        first = n - self.max_tokens
+        first = max(n - self.max_tokens, windows[-2][0])
         if first > bound:
             return
         for j in range(first, min(bound, first + _MAX_START_BACKTRACK) + 1):
@@ -353,7 +354,9 @@ def counter_for(encoder: object) -> tuple[TokenCounter, int]:
     An encoder whose ``model`` is a sentence-transformers ``SentenceTransformer`` with a fast
     tokenizer gets that tokenizer and ``max_seq_length`` less the special tokens the tokenizer
     adds to one text (2 for BERT-style ``[CLS] … [SEP]``; 254 for all-MiniLM-L6-v2). Anything
-    else (the hashing encoder, an image encoder) gets words and :data:`DEFAULT_WORD_LIMIT`.
+    else (the hashing encoder, an image encoder) gets words and :data:`DEFAULT_WORD_LIMIT`; a
+    tokenizer without a usable limit (``None`` or a placeholder like ``1e30``) gets its own
+    tokens with :data:`DEFAULT_WORD_LIMIT`.
     """
     model = getattr(encoder, "model", None)
     st_class = _sentence_transformer_class()
@@ -364,15 +367,16 @@ def counter_for(encoder: object) -> tuple[TokenCounter, int]:
         max_seq_length = model.max_seq_length
     except (AttributeError, IndexError, KeyError):
         return WordTokenCounter(), DEFAULT_WORD_LIMIT
-    if tokenizer is None or not callable(tokenizer) or getattr(tokenizer, "is_fast", True) is False:
+    usable = callable(tokenizer) and getattr(tokenizer, "is_fast", True) is not False
+    if tokenizer is None or not usable:
         return WordTokenCounter(), DEFAULT_WORD_LIMIT
     specials = 2
     count_specials = getattr(tokenizer, "num_special_tokens_to_add", None)
     if callable(count_specials):
         try:
             specials = int(count_specials(pair=False))
-        except Exception:  # noqa: BLE001 - an odd tokenizer keeps the BERT default
-            specials = 2
+        except (TypeError, ValueError, AttributeError, NotImplementedError):
+            specials = 2  # an odd tokenizer keeps the BERT default
     if not _is_count(max_seq_length) or not specials < max_seq_length < _SANE_MAX_SEQ_LENGTH:
         return HFTokenCounter(tokenizer), DEFAULT_WORD_LIMIT
     return HFTokenCounter(tokenizer), max_seq_length - specials

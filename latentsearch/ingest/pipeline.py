@@ -177,9 +177,12 @@ def _prepare(col: Collection, chunk: list[Record | Skipped], on_conflict: str, s
             fresh.append(r)
             prep.slots.append(r)
     position = {id(s): i for i, s in enumerate(prep.slots) if isinstance(s, Record)}
+    files = [r for r in fresh if r.text_path is not None or r.image_path is not None]
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        loaded = list(pool.map(_load, fresh))
-    reusable = store.vectors_by_hash([d for _, d, err in loaded if err is None])
+        read = {id(r): out for r, out in zip(files, pool.map(_load, files))}
+    loaded = [read.get(id(r)) or _load(r) for r in fresh]
+    # A renamed or copied file keeps its vector; given vectors have nothing to reuse.
+    reusable = store.vectors_by_hash([d for r, d, err in loaded if d and r.modality != VECTOR])
     for record, digest, err in loaded:
         if err is not None:
             prep.skipped.append(Skipped(record.source or str(record.key), err))
@@ -203,13 +206,15 @@ def _prepare(col: Collection, chunk: list[Record | Skipped], on_conflict: str, s
     return prep
 
 
-def _load(record: Record) -> tuple[Record, str, str | None]:
+def _load(record: Record) -> tuple[Record, str | None, str | None]:
     """Read and hash one record; the error becomes the reason it is skipped."""
     try:
         record.load()
+        if record.modality == VECTOR and record.key is None:
+            return record, None, None  # no key: nothing to compare with, so no hash needed
         return record, record.content_hash(), None
     except FileNotFoundError:
-        return record, "", "file vanished before it could be read"
+        return record, "", "file not found (it vanished, or the path is wrong)"
     except ValueError as exc:  # a reason already worded for the user (empty, binary, too large)
         return record, "", str(exc)
     except Exception as exc:  # OSError, and the many types Pillow raises for one bad file
@@ -243,7 +248,11 @@ def _write(col: Collection, prep: Prepared, vectors: np.ndarray, stages: Stages,
     new_ids: list[int] = []
     if inserts or updates:
         new_ids = col.store.write([item for _, item in inserts], updates)
-        col._catch_up()
+        col._applied_own_write(
+            np.array(new_ids + list(updates), dtype=np.int64),
+            np.stack([item.vector for _, item in inserts] + [item.vector for item in updates.values()]),
+            replaced=np.array(list(updates), dtype=np.int64),
+        )
     col.store.set_file_states(prep.stats)
     assigned = {id(r): i for (r, _), i in zip(inserts, new_ids)}
     assigned.update({id(r): prep.existing[r.key] for r, _, _ in rows if r.key in prep.existing})
@@ -271,7 +280,7 @@ def encode_records(
         by_modality.setdefault(record.modality, []).append(i)
     for modality, positions in by_modality.items():
         if modality == VECTOR:
-            out[positions] = np.concatenate([as_matrix(records[i].vector, dim) for i in positions])
+            out[positions] = as_matrix(np.stack([records[i].vector for i in positions]), dim)
             continue
         encoder = get_encoder()
         if encoder is None:

@@ -38,6 +38,7 @@ from .records import FileStat, Record, json_safe
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst", ".html", ".htm"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 RECORD_SUFFIXES = {".jsonl", ".ndjson", ".csv", ".parquet"}
+KNOWN_SUFFIXES = TEXT_SUFFIXES | IMAGE_SUFFIXES | RECORD_SUFFIXES
 ID_FIELDS = ("_id", "id", "key")
 LATIN1_WARNING = "not UTF-8; read as Latin-1"
 MAX_CONTROL_SHARE = 0.05  # more control characters than this and a "text" file is binary
@@ -165,7 +166,9 @@ def os_error_reason(exc: OSError, what: str = "file") -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
-def iter_files(paths: Iterable[str | Path], options: SourceOptions = SourceOptions()) -> Iterator[FoundFile | Skipped]:
+def iter_files(
+    paths: Iterable[str | Path], options: SourceOptions = SourceOptions()
+) -> Iterator[FoundFile | Skipped]:
     """Each file under ``paths`` once (folders walked, see the module docstring)."""
     seen: set[Path] = set()
     walked: set[str] = set()
@@ -280,7 +283,7 @@ def records_from_paths(
         path, resolved = found
         source = str(resolved)
         suffix = path.suffix.lower()
-        if suffix not in TEXT_SUFFIXES | IMAGE_SUFFIXES | RECORD_SUFFIXES:
+        if suffix not in KNOWN_SUFFIXES:
             yield Skipped(source, f"unsupported file type {suffix or '(none)'}")
             continue
         try:
@@ -376,7 +379,9 @@ def record_from_mapping(
         return Skipped(where, str(exc))
 
 
-def _record(data: Mapping[str, Any], fields: RecordFields, folder: Path, where: str, fallback: str | None) -> Record | Skipped:
+def _record(
+    data: Mapping[str, Any], fields: RecordFields, folder: Path, where: str, fallback: str | None
+) -> Record | Skipped:
     if fields.key and _missing(data.get(fields.key)):
         return Skipped(where, f"record has no key in {fields.key!r}")
     key_field = fields.key or next((f for f in ID_FIELDS if not _missing(data.get(f))), None)

@@ -170,9 +170,18 @@ class SqlStore:
         with Session(self.engine) as session, session.begin():
             ids: list[int] = []
             if inserts:
+                # Ids are assigned here, under the writer lock, above every id ever used (the
+                # change log remembers deleted ones), so one plain executemany inserts the batch.
+                first = 1 + max(
+                    session.scalar(select(func.max(ItemRow.id))) or 0,
+                    session.scalar(select(func.max(Change.item_id))) or 0,
+                )
+                ids = list(range(first, first + len(inserts)))
                 rows = [self._row(item, now) for item in inserts]
-                stmt = insert(ItemRow).returning(ItemRow.id, sort_by_parameter_order=True)
-                ids = list(session.scalars(stmt, rows))
+                for item_id, row in zip(ids, rows):
+                    row["id"] = item_id
+                    row["metadata"] = row.pop("meta")
+                session.connection().execute(ItemRow.__table__.insert(), rows)
             if updates:
                 # ORM bulk UPDATE by primary key: one executemany for the whole batch.
                 rows = [{**self._row(item, now), "id": i} for i, item in updates.items()]
@@ -187,7 +196,7 @@ class SqlStore:
                 + [{"item_id": i, "op": "delete"} for i in deletes]
             )
             if changes:
-                session.execute(insert(Change), changes)
+                session.connection().execute(Change.__table__.insert(), changes)
         return ids
 
     def _row(self, item: NewItem, now: datetime) -> dict[str, Any]:
