@@ -83,6 +83,9 @@ def cli() -> None:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help='Write every skipped input to FILE, one JSON object per line: {"source": ..., "reason": ...}.',
 )
+@click.option("--max-tokens", type=click.IntRange(min=8), default=None, help="Split texts longer than this into passages [default: what the encoder takes].")
+@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True, help="Tokens consecutive passages share.")
+@click.option("--no-chunk", is_flag=True, help="Do not split long texts; the encoder truncates them.")
 @click.option("--prune", is_flag=True, help="Delete the items of files that are gone from the given folders.")
 @click.option("--wait", default=10.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another writer to finish.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
@@ -103,6 +106,9 @@ def index(
     hidden: bool,
     files_from: str | None,
     errors_file: Path | None,
+    max_tokens: int | None,
+    overlap: int,
+    no_chunk: bool,
     prune: bool,
     wait: float,
     quiet: bool,
@@ -143,9 +149,12 @@ def index(
         col = Collection.open(collection, encoder=encoder)
     else:
         col = Collection.create(collection, encoder=encoder or "minilm", index=index_spec, metric=metric, store=db)
+    from .ingest.chunking import ChunkConfig
+
+    chunking = None if no_chunk else ChunkConfig(max_tokens=max_tokens, overlap_tokens=overlap)
     col.lock_timeout = wait
     with col:
-        report = _run_with_progress(col, inputs, fields, batch_size, quiet or as_json, prune)
+        report = _run_with_progress(col, inputs, fields, batch_size, quiet or as_json, prune, chunking)
     if errors_file is not None:
         with open(errors_file, "w", encoding="utf-8", errors="backslashreplace") as fh:
             for s in report.skipped:
@@ -158,11 +167,13 @@ def index(
         sys.exit(EXIT_SKIPPED)
 
 
-def _run_with_progress(col: Any, paths: Any, fields: Any, batch_size: int, quiet: bool, prune: bool) -> Any:
+def _run_with_progress(
+    col: Any, paths: Any, fields: Any, batch_size: int, quiet: bool, prune: bool, chunking: Any
+) -> Any:
     from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     if quiet:
-        return col.index_paths(paths, fields, batch_size, prune=prune)
+        return col.index_paths(paths, fields, batch_size, prune=prune, chunking=chunking)
     columns = (
         SpinnerColumn(),
         TextColumn("indexing"),
@@ -178,7 +189,7 @@ def _run_with_progress(col: Any, paths: Any, fields: Any, batch_size: int, quiet
             elapsed = bar.tasks[0].elapsed or 0.0
             bar.update(task, rate=bar.tasks[0].completed / elapsed if elapsed else 0.0)
 
-        return col.index_paths(paths, fields, batch_size, progress=advance, prune=prune)
+        return col.index_paths(paths, fields, batch_size, progress=advance, prune=prune, chunking=chunking)
 
 
 def _print_report(report: Any) -> None:
@@ -209,8 +220,9 @@ def _stderr() -> Any:
 @click.argument("query", required=False)
 @click.option("-k", default=10, show_default=True, type=click.IntRange(min=1), help="How many results.")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Search by this image instead of text.")
+@click.option("--documents", is_flag=True, help="Each document once, by its best passage.")
 @json_option
-def search(collection: Path, query: str | None, k: int, image: Path | None, as_json: bool) -> None:
+def search(collection: Path, query: str | None, k: int, image: Path | None, documents: bool, as_json: bool) -> None:
     """Search COLLECTION for QUERY (text) or --image.
 
     \b
@@ -223,7 +235,7 @@ def search(collection: Path, query: str | None, k: int, image: Path | None, as_j
     if (query is None) == (image is None):
         raise click.UsageError("give a text QUERY or --image PATH (one of them)")
     with Collection.open(collection) as col:
-        hits = col.search(image if image is not None else query, k=k)
+        hits = col.search(image if image is not None else query, k=k, group_by="document" if documents else None)
     if as_json:
         echo_json([h.to_dict() for h in hits])
         return

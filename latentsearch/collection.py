@@ -28,10 +28,11 @@ from .errors import (
 )
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
+from .ingest.chunking import ChunkConfig
 from .ingest.pipeline import run_ingest
 from .ingest.records import Record, json_safe, open_image
 from .ingest.sources import RecordFields, records_from_paths
-from .query.search import QueryVectors, to_hits
+from .query.search import QueryVectors, best_per_document, to_hits
 from .stores.sql import NewItem, SqlStore, sqlite_url
 from .types import Hit, IndexReport, Item, Skipped
 from .vectors import as_matrix, prepare
@@ -324,13 +325,17 @@ class Collection:
         batch_size: int = 64,
         progress: Progress | None = None,
         prune: bool = False,
+        chunking: ChunkConfig | None = ChunkConfig(),
     ) -> IndexReport:
         """Index files and folders (text, images, JSONL/CSV records); unchanged files are skipped.
 
-        ``prune`` then deletes the items of files that are gone from the given folders.
+        Long texts are split into passages that fit the encoder (``chunking=None`` truncates
+        instead, as the model would); ``prune`` then deletes the items of files that are gone
+        from the given folders.
         """
         paths = list(paths)
-        report = self.add_records(records_from_paths(paths, fields), batch_size, "update", progress)
+        records = records_from_paths(paths, fields)
+        report = self.add_records(records, batch_size, "update", progress, chunking=chunking)
         if prune:
             report.pruned = self.prune(paths)
         return report
@@ -342,7 +347,7 @@ class Collection:
             doc for doc in self.store.file_documents()
             if any(Path(doc).is_relative_to(root) for root in roots) and not Path(doc).exists()
         ]
-        return self.delete(ids=self.store.ids_of_documents(gone)) if gone else 0
+        return self.delete(ids=[i for i, _ in self.store.items_of_documents(gone)]) if gone else 0
 
     def add_records(
         self,
@@ -350,14 +355,16 @@ class Collection:
         batch_size: int = 64,
         on_conflict: str = "update",
         progress: Progress | None = None,
+        chunking: ChunkConfig | None = None,
     ) -> IndexReport:
-        """Encode and store records batch by batch, each batch one transaction."""
+        """Encode and store records chunk by chunk, each chunk one transaction; with
+        ``chunking``, long texts become passages linked to their document."""
         if on_conflict not in ("update", "error"):
             raise InvalidInputError(f"on_conflict must be 'update' or 'error', not {on_conflict!r}")
         if batch_size <= 0:
             raise InvalidInputError(f"batch size must be positive, got {batch_size}")
         self._writer()
-        return run_ingest(self, records, batch_size, on_conflict, progress)
+        return run_ingest(self, records, batch_size, on_conflict, progress, chunking)
 
     def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = ()) -> int:
         """Delete items by id and/or key; returns how many existed."""
@@ -387,21 +394,36 @@ class Collection:
         found = self.store.get(ids)
         return [found[int(i)] for i in ids if int(i) in found]
 
-    def search(self, query: Any, k: int = 10) -> list[Hit]:
-        """The ``k`` nearest items to a text, a PIL image, an image ``Path``, a vector or an item id."""
+    def search(self, query: Any, k: int = 10, group_by: str | None = None) -> list[Hit]:
+        """The ``k`` nearest items to a text, a PIL image, an image ``Path``, a vector or an item id.
+
+        ``group_by="document"`` returns each document once, with its best passage.
+        """
         if isinstance(query, np.ndarray) and query.ndim > 1 and query.shape[0] != 1:
             raise InvalidInputError(f"search() takes one query; for {query.shape[0]} vectors use search_batch()")
-        return self.search_batch([query], k)[0]
+        return self.search_batch([query], k, group_by)[0]
 
-    def search_batch(self, queries: Sequence[Any], k: int = 10) -> list[list[Hit]]:
+    def search_batch(self, queries: Sequence[Any], k: int = 10, group_by: str | None = None) -> list[list[Hit]]:
         """One list of hits per query; queries are encoded together and searched in one call."""
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k <= 0:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        if group_by not in (None, "document"):
+            raise InvalidInputError(f"group_by must be 'document' or None, not {group_by!r}")
         k = int(k)
         index = self.index
         qv = QueryVectors.build(queries, self)
-        D, I = index.search(qv.vectors, k + qv.extra)
-        return to_hits(D, I, qv.exclude, k, self.store)
+        if group_by is None:
+            D, I = index.search(qv.vectors, k + qv.extra)
+            return to_hits(D, I, qv.exclude, k, self.store)
+        # Documents: search deeper until k distinct documents come back or the index is exhausted.
+        depth = 4 * k
+        while True:
+            D, I = index.search(qv.vectors, min(depth, max(index.ntotal, 1)) + qv.extra)
+            rows = to_hits(D, I, qv.exclude, depth, self.store)
+            grouped = [best_per_document(row, k) for row in rows]
+            if all(len(g) >= k for g in grouped) or depth >= index.ntotal:
+                return grouped
+            depth *= 4
 
     def verify(self) -> dict[str, Any]:
         """Compare the index with the store: every stored item indexed once, nothing else."""

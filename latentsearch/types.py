@@ -26,6 +26,7 @@ class Hit:
     modality: str
     text: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    document: str | None = None  # the document a passage belongs to (its own key otherwise)
 
     @property
     def image_path(self) -> str | None:
@@ -47,6 +48,7 @@ class Hit:
             "modality": self.modality,
             "text": self.text,
             "metadata": self.metadata,
+            "document": self.document,
         }
 
 
@@ -101,3 +103,4 @@ class Item:
     modality: str
     text: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    document: str | None = None

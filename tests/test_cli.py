@@ -155,7 +155,7 @@ def test_search_table(col):
 def test_search_json(col, corpus):
     hits = search_json(col, "boats sail at sea", "-k", "2")
     assert len(hits) == 2
-    assert set(hits[0]) == {"id", "score", "key", "source", "modality", "text", "metadata"}
+    assert set(hits[0]) == {"id", "score", "key", "source", "modality", "text", "metadata", "document"}
     assert hits[0]["key"] == str((corpus / "boats.md").resolve())
     assert hits[0]["modality"] == "text"
     assert hits[0]["score"] >= hits[1]["score"]

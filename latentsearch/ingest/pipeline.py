@@ -25,6 +25,7 @@ from ..errors import InvalidInputError
 from ..stores.sql import NewItem
 from ..types import IMAGE, TEXT, VECTOR, IndexReport, Skipped
 from ..vectors import as_matrix, prepare
+from .chunking import ChunkConfig, TokenCounter, counter_for, split_passages
 from .records import Record
 
 if TYPE_CHECKING:
@@ -108,10 +109,48 @@ class Prepared:
     existing: dict[str, int] = field(default_factory=dict)  # key -> id of the item it replaces
     slots: list[Record | int | None] = field(default_factory=list)  # per input: id, record or None (skipped)
     stats: dict[str, tuple[int, int]] = field(default_factory=dict)  # same content, new stat
+    stale: list[int] = field(default_factory=list)  # passages a changed document no longer has
     skipped: list[Skipped] = field(default_factory=list)
     unchanged: int = 0
     warnings: list[Skipped] = field(default_factory=list)
     size: int = 0  # inputs in the chunk, for progress
+
+
+@dataclass(frozen=True)
+class Splitter:
+    """Splits long texts into passages that fit the encoder (see :mod:`.chunking`)."""
+
+    counter: TokenCounter
+    max_tokens: int
+    overlap_tokens: int
+    min_tokens: int
+
+    @classmethod
+    def for_encoder(cls, encoder: Encoder | None, config: ChunkConfig) -> Splitter:
+        counter, limit = counter_for(encoder)
+        if config.max_tokens is None and config.overlap_tokens >= limit // 2:
+            # A model with a short context (CLIP: 77 tokens) gets a proportionate overlap.
+            config = ChunkConfig(None, limit // 4, min(config.min_tokens, limit // 4))
+        return cls(counter, config.resolve(limit), config.overlap_tokens, config.min_tokens)
+
+    def split(self, record: Record) -> list[Record]:
+        """One record per passage; a text that fits stays one record with its own key."""
+        passages = split_passages(record.text or "", self.counter, self.max_tokens, self.overlap_tokens, self.min_tokens)
+        if len(passages) <= 1:
+            return [record]
+        doc = record.document or record.key
+        return [
+            Record(
+                text=p.text,
+                key=f"{doc}#{p.index}" if doc is not None else None,
+                source=record.source,
+                metadata={**record.metadata, "passage": p.index, "start": p.start, "end": p.end},
+                stat=record.stat,
+                document=doc,
+                warning=record.warning if p.index == 0 else None,
+            )
+            for p in passages
+        ]
 
 
 def run_ingest(
@@ -120,13 +159,15 @@ def run_ingest(
     batch_size: int,
     on_conflict: str,
     progress: Progress | None,
+    chunking: ChunkConfig | None = None,
 ) -> IndexReport:
     report, stages, started = IndexReport(), Stages(), time.perf_counter()
+    splitter = Splitter.for_encoder(col.encoder, chunking) if chunking is not None else None
     seen: dict[str, str] = {}
     chunks = chunked(_first_of_each_key(records, seen, report), budget=16 * batch_size)
     pending: Future[Any] | None = None
     with ThreadPoolExecutor(1, thread_name_prefix="latentsearch-writer") as writer:
-        for prep in prefetch(_prepare(col, chunk, on_conflict, stages) for chunk in chunks):
+        for prep in prefetch(_prepare(col, chunk, on_conflict, stages, splitter) for chunk in chunks):
             report.unchanged += prep.unchanged
             report.skipped += prep.skipped
             report.warnings += prep.warnings
@@ -156,54 +197,68 @@ def _first_of_each_key(
         yield r
 
 
-def _prepare(col: Collection, chunk: list[Record | Skipped], on_conflict: str, stages: Stages) -> Prepared:
+def _prepare(
+    col: Collection, chunk: list[Record | Skipped], on_conflict: str, stages: Stages, splitter: Splitter | None
+) -> Prepared:
     t0 = time.perf_counter()
     prep = Prepared(size=len(chunk))
     records = [r for r in chunk if isinstance(r, Record)]
     prep.skipped = [r for r in chunk if isinstance(r, Skipped)]
     store = col.store
-    existing = store.keys_to_ids([r.key for r in records if r.key is not None])
-    if existing and on_conflict == "error":
-        raise InvalidInputError(f"key {next(iter(existing))!r} exists already; use upsert() to replace it")
     # Files whose size and mtime match the store are unchanged: not even read.
-    states = store.file_states([r.document or r.key for r in records if r.stat is not None and r.key])
+    states = store.file_states([_doc(r) for r in records if r.stat is not None and _doc(r)])
     fresh: list[Record] = []
     for r in records:
-        old = existing.get(r.key) if r.key is not None else None
-        if r.stat is not None and old and states.get(r.document or r.key) == (r.stat.size, r.stat.mtime_ns):  # type: ignore[arg-type]
-            prep.slots.append(old[0])
+        if r.stat is not None and states.get(_doc(r)) == (r.stat.size, r.stat.mtime_ns):  # type: ignore[arg-type]
             prep.unchanged += 1
         else:
             fresh.append(r)
-            prep.slots.append(r)
-    position = {id(s): i for i, s in enumerate(prep.slots) if isinstance(s, Record)}
     files = [r for r in fresh if r.text_path is not None or r.image_path is not None]
     with ThreadPoolExecutor(READ_THREADS) as pool:
         read = {id(r): out for r, out in zip(files, pool.map(_load, files))}
-    loaded = [read.get(id(r)) or _load(r) for r in fresh]
-    # A renamed or copied file keeps its vector; given vectors have nothing to reuse.
-    reusable = store.vectors_by_hash([d for r, d, err in loaded if d and r.modality != VECTOR])
-    for record, digest, err in loaded:
+    loaded: list[tuple[Record, str | None]] = []
+    for record in fresh:
+        record, digest, err = read.get(id(record)) or _load(record)
         if err is not None:
             prep.skipped.append(Skipped(record.source or str(record.key), err))
-            prep.slots[position[id(record)]] = None
             continue
         if record.warning:
             prep.warnings.append(Skipped(record.source or str(record.key), record.warning))
+        if splitter is not None and record.modality == TEXT:
+            parts = splitter.split(record)
+            if len(parts) > 1:
+                loaded += [(p, p.content_hash()) for p in parts]
+                continue
+        loaded.append((record, digest))
+    existing = store.keys_to_ids([r.key for r, _ in loaded if r.key is not None])
+    if existing and on_conflict == "error":
+        raise InvalidInputError(f"key {next(iter(existing))!r} exists already; use upsert() to replace it")
+    # A changed document may now have fewer passages: its items not written again go.
+    documents = {_doc(r) for r, _ in loaded if _doc(r)}
+    keep = {r.key for r, _ in loaded}
+    prep.stale = [i for i, key in store.items_of_documents(sorted(documents)) if key not in keep]  # type: ignore[arg-type]
+    reusable = store.vectors_by_hash([d for r, d in loaded if d and r.modality != VECTOR])
+    for record, digest in loaded:
         old = existing.get(record.key) if record.key is not None else None
         if old:
             prep.existing[record.key] = old[0]  # type: ignore[index]
         if old and old[1] == digest:  # touched, same content: remember the new stat only
             if record.stat is not None:
-                prep.stats[record.document or record.key] = (record.stat.size, record.stat.mtime_ns)  # type: ignore[index]
-            prep.slots[position[id(record)]] = old[0]
+                prep.stats[_doc(record)] = (record.stat.size, record.stat.mtime_ns)  # type: ignore[index]
+            prep.slots.append(old[0])
             prep.unchanged += 1
-        elif digest in reusable:  # a renamed or copied file: its vector is already known
-            prep.reuse.append((record, digest, reusable[digest]))
+            continue
+        prep.slots.append(record)
+        if digest in reusable:  # a renamed or copied file: its vector is already known
+            prep.reuse.append((record, digest, reusable[digest]))  # type: ignore[arg-type]
         else:
-            prep.encode.append((record, digest))
+            prep.encode.append((record, digest))  # type: ignore[arg-type]
     stages.read += time.perf_counter() - t0
     return prep
+
+
+def _doc(record: Record) -> str | None:
+    return record.document or record.key
 
 
 def _load(record: Record) -> tuple[Record, str | None, str | None]:
@@ -246,6 +301,9 @@ def _write(col: Collection, prep: Prepared, vectors: np.ndarray, stages: Stages,
         else:
             inserts.append((record, item))
     new_ids: list[int] = []
+    if prep.stale:
+        col.store.write(deletes=prep.stale)
+        col._applied_own_write(np.zeros(0, np.int64), np.zeros((0, col.config.dim), np.float32), np.array(prep.stale))
     if inserts or updates:
         new_ids = col.store.write([item for _, item in inserts], updates)
         col._applied_own_write(

@@ -98,7 +98,19 @@ def to_hits(
             if item is None or item_id == skip:
                 continue  # -1 padding, the query item itself, or deleted since the snapshot
             hits.append(
-                Hit(item.id, float(score), item.key, item.source, item.modality, item.text, item.metadata)
+                Hit(item.id, float(score), item.key, item.source, item.modality, item.text, item.metadata, item.document)
             )
         out.append(hits[:k])
     return out
+
+
+def best_per_document(hits: list[Hit], k: int) -> list[Hit]:
+    """Each document once, by its best passage (hits come closest first), at most ``k``."""
+    seen: set[str] = set()
+    out = []
+    for hit in hits:
+        doc = hit.document or hit.key or str(hit.id)
+        if doc not in seen:
+            seen.add(doc)
+            out.append(hit)
+    return out[:k]

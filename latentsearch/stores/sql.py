@@ -235,13 +235,13 @@ class SqlStore:
 
     def get(self, ids: Sequence[int]) -> dict[int, Item]:
         """The items with these ids that exist, by id (one query per 10,000 ids)."""
-        columns = (ItemRow.id, ItemRow.key, ItemRow.source, ItemRow.modality, ItemRow.text, ItemRow.meta)
+        columns = (ItemRow.id, ItemRow.key, ItemRow.source, ItemRow.modality, ItemRow.text, ItemRow.meta, ItemRow.document)
         out: dict[int, Item] = {}
         with Session(self.engine) as session:
             for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
                 for row in session.execute(select(*columns).where(ItemRow.id.in_(chunk))):
                     out[row.id] = Item(
-                        row.id, row.key, row.source, row.modality, row.text, row.meta or {}
+                        row.id, row.key, row.source, row.modality, row.text, row.meta or {}, row.document
                     )
         return out
 
@@ -293,12 +293,14 @@ class SqlStore:
             stmt = select(ItemRow.document).where(ItemRow.file_size.is_not(None)).distinct()
             return [d for d in session.scalars(stmt) if d is not None]
 
-    def ids_of_documents(self, documents: Sequence[str]) -> list[int]:
+    def items_of_documents(self, documents: Sequence[str]) -> list[tuple[int, str | None]]:
+        """``(id, key)`` of every item of these documents."""
+        out: list[tuple[int, str | None]] = []
         with Session(self.engine) as session:
-            out: list[int] = []
             for chunk in _chunks(list(documents)):
-                out += list(session.scalars(select(ItemRow.id).where(ItemRow.document.in_(chunk))))
-            return out
+                stmt = select(ItemRow.id, ItemRow.key).where(ItemRow.document.in_(chunk))
+                out += [(i, k) for i, k in session.execute(stmt)]
+        return out
 
     def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """``(found_ids, vectors)`` for the ids that exist, in the order of ``ids``."""
