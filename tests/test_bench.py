@@ -61,3 +61,34 @@ def test_scifact_script_runs_on_tiny_data(tmp_path):
     result = json.loads(out.read_text())
     assert result["metrics"]["ndcg@10"] > 0.9
     assert "ndcg@10" in proc.stdout and result["machine"]["libraries"]["latentsearch"]
+
+
+DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def run_script(name: str, *args: str, tmp_path: Path) -> dict:
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args, "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def test_vectors_benchmark_runs_on_tiny_data(tmp_path):
+    result = run_script("vectors", "--n", "3000", "--dim", "16", "--index", "IVF8,Flat", "--chunk", "1000", tmp_path=tmp_path)
+    assert result["n"] == 3000 and result["vectors_per_second"] > 0 and result["peak_rss_mib"] > 0
+
+
+@pytest.mark.skipif(not (DATASETS / "scifact").is_dir(), reason="needs ../shared/datasets/scifact")
+def test_ingest_benchmark_runs_on_tiny_data(tmp_path):
+    result = run_script("ingest", "--limit", "40", "--encoder", "hashing:64", tmp_path=tmp_path)
+    assert result["documents"] == 40 and result["ratio"] > 0
+
+
+@pytest.mark.skipif(not (DATASETS / "cifar10-test").is_dir(), reason="needs ../shared/datasets/cifar10-test")
+def test_images_benchmark_runs_on_tiny_data(tmp_path):
+    result = run_script("images", "--limit", "24", "--model", "test_resnet", "--batch-size", "8", tmp_path=tmp_path)
+    assert result["images"] == 24 and result["latentsearch_seconds"] > 0

@@ -561,3 +561,13 @@ def test_plugin_contract_base_class_is_an_encoder():
     assert isinstance(Tiny(), Encoder)
     with pytest.raises(InvalidInputError, match="does not encode images"):
         Tiny().encode_image([])
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_050", "resnet10t"])
+def test_timm_dim_is_the_pooled_output_width(name):
+    """MobileNetV3 widens its features after pooling (head_hidden_size != num_features)."""
+    from PIL import Image
+
+    enc = create_encoder(f"timm:{name}?pretrained=false")
+    out = enc.encode_image([Image.new("RGB", (40, 30), (200, 10, 10))])
+    assert out.shape == (1, enc.dim)

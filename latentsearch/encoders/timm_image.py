@@ -103,7 +103,8 @@ class TimmImageEncoder(BaseEncoder):
             load_checkpoint_weights(model, Path(checkpoint))
         self.device = torch_device()
         self.model = model.eval().to(self.device)
-        self.dim = int(model.num_features)
+        # Pooled output width: some models (MobileNetV3) widen it after pooling (head_hidden_size).
+        self.dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
         config = timm.data.resolve_model_data_config(model)
         self._config_text = repr(sorted(config.items()))
         self.transform = timm.data.create_transform(**config, is_training=False)
