@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import threading
 import re
 import secrets
 import shutil
@@ -55,6 +56,7 @@ class Collection:
         url = config.store_url or sqlite_url(path / STORE_FILE)
         self.store = SqlStore(url, config.dim, config.vector_dtype, config.store_schema)
         self._encoder = encoder
+        self._encoder_lock = threading.Lock()
         self._index: FaissIndex | None = None
         self._watermark = 0
         self._saved_watermark = -1
@@ -168,6 +170,10 @@ class Collection:
 
     @property
     def encoder(self) -> Encoder | None:
+        with self._encoder_lock:  # the pipeline's threads may ask first, together
+            return self._load_encoder()
+
+    def _load_encoder(self) -> Encoder | None:
         if self._encoder is None and self.config.encoder != NO_ENCODER:
             enc = create_encoder(self.config.encoder)
             if self.config.encoder_fingerprint and enc.fingerprint() != self.config.encoder_fingerprint:

@@ -115,14 +115,21 @@ class TimmImageEncoder(BaseEncoder):
             self._fingerprint = digest("timm", module_digest(self.model), self._config_text)
         return self._fingerprint
 
-    def encode_image(self, images: Sequence[Image], batch_size: int = 32) -> np.ndarray:
+    def preprocess_image(self, image: Image) -> Any:
+        """The model's input tensor for one image; the pipeline calls this in its reader threads,
+        so the transform overlaps the forward pass. ``encode_image`` accepts its output."""
+        return self.transform(image.convert("RGB"))
+
+    def encode_image(self, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
+        """Vectors for PIL images, or for tensors from :meth:`preprocess_image`."""
         import torch
 
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 batch = torch.stack(
-                    [self.transform(im.convert("RGB")) for im in images[start : start + batch_size]]
+                    [im if isinstance(im, torch.Tensor) else self.preprocess_image(im)
+                     for im in images[start : start + batch_size]]
                 ).to(self.device)
                 chunks.append(self.model(batch).float().cpu().numpy())
         return self._checked(np.concatenate(chunks) if chunks else [], len(images))

@@ -214,11 +214,13 @@ def _prepare(
         else:
             fresh.append(r)
     files = [r for r in fresh if r.text_path is not None or r.image_path is not None]
+    images = [r for r in fresh if r.modality == IMAGE]
+    preprocess = getattr(col.encoder, "preprocess_image", None) if images else None
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        read = {id(r): out for r, out in zip(files, pool.map(_load, files))}
+        read = {id(r): out for r, out in zip(files, pool.map(lambda r: _load(r, preprocess), files))}
     loaded: list[tuple[Record, str | None]] = []
     for record in fresh:
-        record, digest, err = read.get(id(record)) or _load(record)
+        record, digest, err = read.get(id(record)) or _load(record, preprocess)
         if err is not None:
             prep.skipped.append(Skipped(record.source or str(record.key), err))
             continue
@@ -261,10 +263,13 @@ def _doc(record: Record) -> str | None:
     return record.document or record.key
 
 
-def _load(record: Record) -> tuple[Record, str | None, str | None]:
-    """Read and hash one record; the error becomes the reason it is skipped."""
+def _load(record: Record, preprocess: Callable[[Any], Any] | None = None) -> tuple[Record, str | None, str | None]:
+    """Read and hash one record (and turn an image into model input when the encoder can);
+    an error becomes the reason it is skipped."""
     try:
         record.load()
+        if preprocess is not None and record.image is not None:
+            record.image = preprocess(record.image)
         if record.modality == VECTOR and record.key is None:
             return record, None, None  # no key: nothing to compare with, so no hash needed
         return record, record.content_hash(), None
