@@ -154,6 +154,13 @@ def index(
     chunking = None if no_chunk else ChunkConfig(max_tokens=max_tokens, overlap_tokens=overlap)
     col.lock_timeout = wait
     with col:
+        if col.encoder_changed():
+            click.echo(
+                f"the encoder {col.config.encoder} gives different vectors than when {collection} was "
+                f"built (its weights or preprocessing changed): re-embedding its {len(col)} items first",
+                err=True,
+            )
+            col.reembed(batch_size)
         report = _run_with_progress(col, inputs, fields, batch_size, quiet or as_json, prune, chunking)
     if errors_file is not None:
         with open(errors_file, "w", encoding="utf-8", errors="backslashreplace") as fh:

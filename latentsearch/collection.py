@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import numbers
-import threading
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +30,7 @@ from .errors import (
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
 from .ingest.chunking import ChunkConfig
-from .ingest.pipeline import run_ingest
+from .ingest.pipeline import encode_records, run_ingest
 from .ingest.records import Record, json_safe, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.search import QueryVectors, best_per_document, to_hits
@@ -57,6 +57,7 @@ class Collection:
         self.store = SqlStore(url, config.dim, config.vector_dtype, config.store_schema)
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
+        self._reembedding = False
         self._index: FaissIndex | None = None
         self._watermark = 0
         self._saved_watermark = -1
@@ -176,14 +177,66 @@ class Collection:
     def _load_encoder(self) -> Encoder | None:
         if self._encoder is None and self.config.encoder != NO_ENCODER:
             enc = create_encoder(self.config.encoder)
-            if self.config.encoder_fingerprint and enc.fingerprint() != self.config.encoder_fingerprint:
+            if self.encoder_changed(enc) and not self._reembedding:
                 raise EncoderMismatchError(
                     f"the encoder {self.config.encoder!r} now gives different vectors than when "
                     "this collection was built (its weights or preprocessing changed); "
-                    "index into a new collection"
+                    "re-embed it with `latentsearch index` (it does so first) or Collection.reembed()"
                 )
             self._encoder = enc
         return self._encoder
+
+    def encoder_changed(self, encoder: Encoder | None = None) -> bool:
+        """Whether the encoder now gives other vectors than when the collection was built."""
+        if self.config.encoder == NO_ENCODER or not self.config.encoder_fingerprint:
+            return False
+        enc = encoder or self._encoder or create_encoder(self.config.encoder)
+        return enc.fingerprint() != self.config.encoder_fingerprint
+
+    def reembed(self, batch_size: int = 64, progress: Progress | None = None) -> IndexReport:
+        """Encode every stored item again with the encoder as it is now (after its weights or
+        preprocessing changed), batch by batch; the manifest takes the new fingerprint last,
+        so an interrupted run is simply run again. Texts come from the store, images from their
+        files; an image whose file is gone is reported as skipped and keeps its old vector."""
+        self._writer()
+        self._reembedding = True
+        try:
+            encoder = self.encoder
+        finally:
+            self._reembedding = False
+        assert encoder is not None
+        report, started = IndexReport(), time.perf_counter()
+        for items in self.store.iter_items(batch_size * 4):
+            records = []
+            for item in items:
+                if item.modality == "text" and item.text is not None:
+                    records.append((item.id, Record(text=item.text)))
+                elif item.modality == "image" and item.source and Path(item.source).is_file():
+                    records.append((item.id, Record(image_path=Path(item.source))))
+                elif item.modality != "vector":
+                    report.skipped.append(Skipped(item.source or str(item.id), "source file is gone"))
+            readable = []
+            for item_id, record in records:
+                try:
+                    record.load()
+                    readable.append((item_id, record))
+                except Exception as exc:  # an image that no longer decodes keeps its old vector
+                    report.skipped.append(Skipped(str(record.image_path), f"unreadable: {exc}"))
+            records = readable
+            vectors = encode_records(lambda: encoder, [r for _, r in records], self.config.dim, batch_size)
+            vectors = prepare(vectors, self.config.dim, self.config.metric)
+            updated = {item_id: v for (item_id, _), v in zip(records, vectors)}
+            self.store.replace_vectors(updated)
+            ids = np.array(list(updated), dtype=np.int64)
+            self._applied_own_write(ids, vectors, replaced=ids)
+            report.updated += len(updated)
+            if progress:
+                progress(len(items))
+        self.config = self.config.replace(encoder_fingerprint=encoder.fingerprint())
+        self.flush()
+        write_manifest(self.path, self.config)
+        report.seconds = time.perf_counter() - started
+        return report
 
     @property
     def index(self) -> FaissIndex:

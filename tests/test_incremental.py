@@ -101,3 +101,32 @@ def test_without_chunking_a_long_text_is_one_item(tmp_path, folder):
     with latentsearch.create(tmp_path / "col", encoder="hashing:64", index="Flat") as col:
         col.index_paths([folder], chunking=None)
         assert len(col) == 6
+
+
+def test_a_changed_encoder_fingerprint_forces_re_embedding(tmp_path, folder):
+    import json
+
+    from click.testing import CliRunner
+
+    from latentsearch.cli import cli
+    from latentsearch.errors import EncoderMismatchError
+
+    with latentsearch.create(tmp_path / "col", encoder="hashing:64", index="HNSW16") as col:
+        col.index_paths([folder])
+        before = {h.id: h.score for h in col.search("note about the sea", k=5)}
+    manifest = tmp_path / "col" / "latentsearch.json"
+    data = json.loads(manifest.read_text())
+    real = data["encoder_fingerprint"]
+    data["encoder_fingerprint"] = "weights-of-an-older-model"  # as if the model had changed since
+    manifest.write_text(json.dumps(data))
+    with latentsearch.open(tmp_path / "col") as col:
+        with pytest.raises(EncoderMismatchError, match="re-embed"):
+            col.search("note about the sea", k=5)
+    result = CliRunner().invoke(cli, ["index", str(tmp_path / "col"), str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "re-embedding its 5 items first" in result.stderr
+    assert json.loads(manifest.read_text())["encoder_fingerprint"] == real
+    with latentsearch.open(tmp_path / "col") as col:
+        after = {h.id: h.score for h in col.search("note about the sea", k=5)}
+        assert after.keys() == before.keys()
+        assert col.verify()["missing_from_index"] == [] and col.verify()["indexed_twice"] == []

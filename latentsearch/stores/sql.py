@@ -203,12 +203,7 @@ class SqlStore:
         vector = np.asarray(item.vector, dtype=np.float32)
         if vector.shape != (self.dim,):
             raise InvalidInputError(f"vector of shape {vector.shape}, expected ({self.dim},)")
-        stored = vector.astype(self.dtype)
-        if not np.isfinite(stored).all():
-            raise InvalidInputError(
-                f"a vector has values beyond {self.dtype.name}'s range (largest {np.abs(vector).max():g}); "
-                "use vector_dtype='float32'"
-            )
+        stored = self._row_vector(vector)
         return {
             "key": item.key,
             "source": item.source,
@@ -219,9 +214,18 @@ class SqlStore:
             "document": item.document if item.document is not None else item.key,
             "file_size": item.file_size,
             "file_mtime_ns": item.file_mtime_ns,
-            "vector": stored.tobytes(),
+            "vector": stored,
             "added_at": now,
         }
+
+    def _row_vector(self, vector: np.ndarray) -> bytes:
+        stored = np.asarray(vector, dtype=np.float32).astype(self.dtype)
+        if not np.isfinite(stored).all():
+            raise InvalidInputError(
+                f"a vector has values beyond {self.dtype.name}'s range (largest {np.abs(vector).max():g}); "
+                "use vector_dtype='float32'"
+            )
+        return stored.tobytes()
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -311,6 +315,28 @@ class SqlStore:
                     found[item_id] = blob
         order = [int(i) for i in ids if int(i) in found]
         return np.array(order, dtype=np.int64), self._matrix([found[i] for i in order])
+
+    def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
+        """Every item (without vectors) in id order, in batches."""
+        last = -1
+        columns = (ItemRow.id, ItemRow.key, ItemRow.source, ItemRow.modality, ItemRow.text, ItemRow.meta, ItemRow.document)
+        while True:
+            with Session(self.engine) as session:
+                stmt = select(*columns).where(ItemRow.id > last).order_by(ItemRow.id).limit(batch_size)
+                rows = session.execute(stmt).all()
+            if not rows:
+                return
+            last = rows[-1].id
+            yield [Item(r.id, r.key, r.source, r.modality, r.text, r.meta or {}, r.document) for r in rows]
+
+    def replace_vectors(self, vectors: dict[int, np.ndarray]) -> None:
+        """New vectors for existing items, one transaction, logged as updates."""
+        if not vectors:
+            return
+        with Session(self.engine) as session, session.begin():
+            rows = [{"id": i, "vector": self._row_vector(v)} for i, v in vectors.items()]
+            session.execute(update(ItemRow), rows)
+            session.connection().execute(Change.__table__.insert(), [{"item_id": i, "op": "update"} for i in vectors])
 
     def iter_vectors(self, batch_size: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every ``(ids, vectors)`` in id order, in batches (keyset pagination, bounded memory)."""

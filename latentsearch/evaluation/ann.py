@@ -1,0 +1,440 @@
+"""Approximate-nearest-neighbour benchmarks: recall against exact search, speed, size, memory.
+
+Vector files are read with numpy alone:
+
+* ``.fvecs`` / ``.ivecs`` (the TEXMEX format of SIFT/GIST): each record is a little-endian
+  int32 dimension ``d`` followed by ``d`` float32 (``.fvecs``) or int32 (``.ivecs``) values.
+* ``.npy``: a 2-D numeric array.
+
+:func:`sweep` builds each FAISS factory once and varies only its search option, so a spec like
+``HNSW32?efSearch=16,32,64`` or ``IVF256,Flat?nprobe=1,4,16`` is one build and several points.
+Every point reports recall@k against the ground truth, batch throughput, single-query latency
+percentiles, build time, serialized size and the growth of the process's peak memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DimensionMismatchError, InvalidInputError, unknown_name
+from ..indexes.selection import SEARCH_OPTIONS, IndexSpec
+from .metrics import recall_against_exact
+
+METRICS = ("l2", "ip", "cosine")
+DEFAULT_K_VALUES = (1, 10, 100)
+LATENCY_PERCENTILES = (50, 95, 99)
+VECTOR_SUFFIXES = (".fvecs", ".ivecs", ".npy")
+
+# -- reading and writing vector files -------------------------------------------------------------
+
+
+def read_fvecs(path: str | Path) -> np.ndarray:
+    """The ``(n, d)`` float32 matrix in an ``.fvecs`` file."""
+    return _read_vecs(Path(path), np.dtype("<f4"))
+
+
+def read_ivecs(path: str | Path) -> np.ndarray:
+    """The ``(n, d)`` int32 matrix in an ``.ivecs`` file (e.g. ground-truth neighbour ids)."""
+    return _read_vecs(Path(path), np.dtype("<i4"))
+
+
+def write_fvecs(path: str | Path, x: np.ndarray) -> None:
+    _write_vecs(Path(path), np.ascontiguousarray(x, dtype="<f4"))
+
+
+def write_ivecs(path: str | Path, x: np.ndarray) -> None:
+    _write_vecs(Path(path), np.ascontiguousarray(x, dtype="<i4"))
+
+
+def read_vectors(path: str | Path) -> np.ndarray:
+    """A 2-D array from ``.fvecs`` (float32), ``.ivecs`` (int32) or ``.npy`` (as stored)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".fvecs":
+        return read_fvecs(path)
+    if suffix == ".ivecs":
+        return read_ivecs(path)
+    if suffix == ".npy":
+        return _read_npy(path)
+    raise InvalidInputError(
+        f"cannot read vectors from {path}: expected a {', '.join(VECTOR_SUFFIXES)} file"
+    )
+
+
+def _read_vecs(path: Path, dtype: np.dtype) -> np.ndarray:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    kind = path.suffix or "vecs"
+    if not raw:
+        raise InvalidInputError(f"{path} is empty; expected {kind} records")
+    if len(raw) % 4:
+        raise InvalidInputError(
+            f"{path} is not a {kind} file: its size ({len(raw)} bytes) is not a multiple of 4"
+        )
+    words = np.frombuffer(raw, dtype="<i4")
+    d = int(words[0])
+    if d <= 0 or d > 1 << 20:
+        raise InvalidInputError(
+            f"{path} is not a {kind} file: the first record's dimension reads as {d}"
+        )
+    if len(words) % (d + 1):
+        raise InvalidInputError(
+            f"{path} is not a {kind} file: {len(raw)} bytes is not a whole number of records "
+            f"of dimension {d} ({4 * (d + 1)} bytes each)"
+        )
+    rows = words.reshape(-1, d + 1)
+    bad = np.flatnonzero(rows[:, 0] != d)
+    if len(bad):
+        raise InvalidInputError(
+            f"{path}: record {int(bad[0])} has dimension {int(rows[bad[0], 0])} "
+            f"but the first has dimension {d}"
+        )
+    return rows[:, 1:].copy().view(dtype).astype(dtype.newbyteorder("="), copy=False)
+
+
+def _write_vecs(path: Path, x: np.ndarray) -> None:
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise InvalidInputError(f"expected a 2-D array with at least one column, got shape {x.shape}")
+    out = np.empty((x.shape[0], x.shape[1] + 1), dtype="<i4")
+    out[:, 0] = x.shape[1]
+    out[:, 1:] = x.view("<i4")
+    path.write_bytes(out.tobytes())
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"{path} is not a readable .npy array ({exc})") from None
+    if x.ndim != 2 or not (np.issubdtype(x.dtype, np.number)) or x.size == 0:
+        raise InvalidInputError(
+            f"{path} must hold a non-empty 2-D numeric array, got shape {x.shape} of {x.dtype}"
+        )
+    return x
+
+
+# -- data preparation ---------------------------------------------------------------------------
+
+
+def as_float_matrix(x: np.ndarray, what: str = "vectors") -> np.ndarray:
+    """``x`` as C-contiguous float32 ``(n, d)``, refusing empties and non-finite values."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or not x.size:
+        raise InvalidInputError(f"{what} must be a non-empty 2-D array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise InvalidInputError(f"{what} contain NaN or infinite values")
+    return x
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero): cosine becomes inner product."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.where(norms == 0, 1, norms), dtype=np.float32)
+
+
+def split_queries(x: np.ndarray, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(base, queries)``: ``n_queries`` rows drawn without replacement by ``seed`` become the
+    queries and are left out of the base, so no query finds itself."""
+    if not 0 < n_queries < len(x):
+        raise InvalidInputError(
+            f"cannot sample {n_queries} queries from {len(x)} vectors; "
+            "use fewer queries than there are vectors (and at least one)"
+        )
+    picked = np.random.default_rng(seed).choice(len(x), size=n_queries, replace=False)
+    keep = np.ones(len(x), dtype=bool)
+    keep[picked] = False
+    return x[keep], x[np.sort(picked)]
+
+
+def collection_vectors(path: str | Path) -> tuple[np.ndarray, str]:
+    """Every stored vector of the collection at ``path`` (id order) and its metric."""
+    import latentsearch
+
+    with latentsearch.open(path) as col:
+        parts = [vectors for _, vectors in col.store.iter_vectors()]
+        metric, dim = col.config.metric, col.config.dim
+    if not parts:
+        raise InvalidInputError(f"the collection at {path} holds no vectors to benchmark")
+    x = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return x.reshape(-1, dim), metric
+
+
+def exact_neighbours(xb: np.ndarray, xq: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """Ids ``(nq, k)`` of the exact top-k of each query by brute force (FAISS Flat)."""
+    import faiss
+
+    xb, xq = _prepare(xb, xq, metric)
+    flat = faiss.IndexFlat(xb.shape[1], faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
+    flat.add(xb)
+    _, ids = flat.search(xq, k)
+    return ids
+
+
+def _prepare(xb: np.ndarray, xq: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    if metric not in METRICS:
+        raise unknown_name("metric", metric, METRICS)
+    xb, xq = as_float_matrix(xb, "base vectors"), as_float_matrix(xq, "query vectors")
+    if xq.shape[1] != xb.shape[1]:
+        raise DimensionMismatchError(xb.shape[1], xq.shape[1], what="the query vectors")
+    if metric == "cosine":
+        xb, xq = normalize(xb), normalize(xq)
+    return xb, xq
+
+
+# -- sweep specs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A FAISS factory and, per search option, the values to try: ``HNSW32?efSearch=16,32``.
+
+    Values are comma-separated; several options join with ``&`` and every combination becomes a
+    point, though each index type honours one option (HNSW ``efSearch``, IVF ``nprobe``).
+    """
+
+    factory: str
+    grid: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> SweepSpec:
+        factory, _, query = text.strip().partition("?")
+        factory = factory.strip()
+        if not factory:
+            raise InvalidInputError(
+                f"index spec {text!r} has no factory; use e.g. Flat, HNSW32?efSearch=16,64 "
+                "or IVF256,Flat?nprobe=1,4,16"
+            )
+        if factory.lower() == "auto":
+            raise InvalidInputError("'auto' picks an index for a collection; benchmark concrete specs such as HNSW32")
+        grid: dict[str, tuple[int, ...]] = {}
+        for part in filter(None, query.split("&")):
+            key, eq, values = part.partition("=")
+            key = key.strip()
+            if key not in SEARCH_OPTIONS:
+                raise unknown_name("index search option", key, SEARCH_OPTIONS)
+            if not eq or not values.strip():
+                raise InvalidInputError(f"index option {key} in {text!r} has no values; write {key}=1,4,16")
+            if key in grid:
+                raise InvalidInputError(f"index option {key} is given twice in {text!r}")
+            grid[key] = tuple(dict.fromkeys(_positive_int(key, v) for v in values.split(",")))
+        return cls(factory=factory, grid=tuple(grid.items()))
+
+    def points(self) -> list[dict[str, int]]:
+        """Every combination of the option values, in the order written (``[{}]`` when none)."""
+        keys = [key for key, _ in self.grid]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in self.grid))]
+
+    def labels(self) -> list[str]:
+        """Each point as a single-valued index spec, e.g. ``HNSW32?efSearch=64``."""
+        return [str(IndexSpec(self.factory, point)) for point in self.points()]
+
+
+def _positive_int(key: str, value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise InvalidInputError(f"index option {key}={value.strip()!r} is not an integer") from None
+    if number <= 0:
+        raise InvalidInputError(f"index option {key} must be positive, got {number}")
+    return number
+
+
+def expand_specs(specs: Iterable[str]) -> list[str]:
+    """Single-valued index specs, one per sweep point: ``["HNSW32?efSearch=16", ...]``."""
+    return [label for spec in specs for label in SweepSpec.parse(spec).labels()]
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class AnnPoint:
+    """One index at one search setting. The build fields repeat on every point of a factory.
+
+    ``peak_memory_bytes`` is approximate: the growth of the process's peak resident set
+    (``getrusage`` ``ru_maxrss``) while the factory was built and searched. A peak only grows,
+    so a factory measured after a bigger one can read 0; run one factory per process for a
+    clean number.
+    """
+
+    index: str  # the FAISS factory string
+    spec: str  # factory plus search option, e.g. "HNSW32?efSearch=64"
+    search: dict[str, int]
+    recall: dict[str, float]  # "recall@1", "recall@10", ...
+    qps: float  # batch throughput, all queries in one search call
+    latency_ms: dict[str, float]  # "p50", "p95", "p99" of single-query searches
+    build_seconds: float  # train + add
+    index_bytes: int  # len(faiss.serialize_index(...))
+    peak_memory_bytes: int
+    ntotal: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Progress = Callable[[str], None]
+
+
+def sweep(
+    xb: np.ndarray,
+    xq: np.ndarray,
+    gt: np.ndarray | None,
+    specs: Sequence[str],
+    metric: str = "l2",
+    k_values: Sequence[int] = DEFAULT_K_VALUES,
+    *,
+    min_batch_seconds: float = 0.2,
+    latency_queries: int | None = 1000,
+    progress: Progress | None = None,
+) -> list[AnnPoint]:
+    """Measure every point of every spec; see :class:`AnnPoint` for what each reports.
+
+    ``xb``: base ``(n, d)``; ``xq``: queries ``(nq, d)``; ``gt``: exact neighbour positions in
+    ``xb`` ``(nq, >= max(k_values))`` best first, or None to compute it with FAISS Flat.
+    Batch throughput is the median over repeated whole-batch searches lasting at least
+    ``min_batch_seconds`` in total; latency times each of the first ``latency_queries``
+    queries alone (None: all of them).
+    """
+    from ..indexes.faiss_index import FaissIndex
+
+    ks = _check_k_values(k_values, len(xb))
+    depth = max(ks)
+    parsed = [SweepSpec.parse(spec) for spec in specs]
+    if not parsed:
+        raise InvalidInputError("no index spec to benchmark; pass e.g. Flat or HNSW32?efSearch=16,64")
+    xb, xq = _prepare(xb, xq, metric)
+    gt = exact_neighbours(xb, xq, depth, metric) if gt is None else _check_gt(gt, len(xq), depth)
+    ids = np.arange(len(xb), dtype=np.int64)
+    lat_xq = xq if latency_queries is None else xq[:latency_queries]
+    points: list[AnnPoint] = []
+    for spec in parsed:
+        if progress:
+            progress(f"building {spec.factory}")
+        peak_before = peak_rss_bytes()
+        started = time.perf_counter()
+        index = FaissIndex(spec.factory, xb.shape[1], metric)
+        index.add(ids, xb)
+        build_seconds = time.perf_counter() - started
+        if not index.trained:
+            raise InvalidInputError(
+                f"{spec.factory} needs {index.train_size} vectors to train but the base has "
+                f"{len(xb)}; use fewer IVF lists or a smaller PQ"
+            )
+        _check_options(spec, index)
+        index_bytes = serialized_bytes(index.index)
+        measured = []
+        for search, label in zip(spec.points(), spec.labels()):
+            if progress:
+                progress(f"searching {label}")
+            index.search_options = dict(search)
+            found, qps = time_batch(index.search, xq, depth, min_batch_seconds)
+            latency = time_single(index.search, lat_xq, depth)
+            recall = {f"recall@{k}": recall_against_exact(found, gt, k) for k in ks}
+            measured.append((label, search, recall, qps, latency))
+        peak = max(0, peak_rss_bytes() - peak_before)
+        for label, search, recall, qps, latency in measured:
+            points.append(AnnPoint(
+                index=spec.factory, spec=label, search=search, recall=recall, qps=qps,
+                latency_ms=latency, build_seconds=build_seconds, index_bytes=index_bytes,
+                peak_memory_bytes=peak, ntotal=index.ntotal,
+            ))
+        del index
+    return points
+
+
+def _check_k_values(k_values: Sequence[int], n: int) -> tuple[int, ...]:
+    ks = tuple(sorted(set(k_values)))
+    if not ks:
+        raise InvalidInputError("no k given; pass k values such as 1, 10, 100")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    if ks[-1] > n:
+        raise InvalidInputError(f"k={ks[-1]} is more than the {n} base vectors; use a smaller k")
+    return tuple(int(k) for k in ks)
+
+
+def _check_gt(gt: np.ndarray, nq: int, depth: int) -> np.ndarray:
+    gt = np.asarray(gt)
+    if gt.ndim != 2 or not np.issubdtype(gt.dtype, np.integer):
+        raise InvalidInputError(f"ground truth must be a 2-D integer array, got shape {gt.shape} of {gt.dtype}")
+    if gt.shape[0] != nq:
+        raise InvalidInputError(f"ground truth has {gt.shape[0]} rows but there are {nq} queries")
+    if gt.shape[1] < depth:
+        raise InvalidInputError(
+            f"ground truth has {gt.shape[1]} neighbours per query but k={depth} needs {depth}; "
+            f"use -k up to {gt.shape[1]} or leave out the ground truth to compute it"
+        )
+    return gt[:, :depth].astype(np.int64)
+
+
+def _check_options(spec: SweepSpec, index: Any) -> None:
+    """Refuse an option the index ignores, rather than report identical points under its name."""
+    supported = index_search_options(index)
+    for key, _ in spec.grid:
+        if key not in supported:
+            tunes = {"efSearch": "HNSW indexes", "nprobe": "IVF indexes"}[key]
+            raise InvalidInputError(f"{key} does not apply to {spec.factory}; it tunes {tunes}")
+
+
+def index_search_options(index: Any) -> set[str]:
+    """The search options a :class:`FaissIndex` honours: ``{"efSearch"}``, ``{"nprobe"}`` or none."""
+    import faiss
+
+    inner = index.index.index if isinstance(index.index, faiss.IndexIDMap2) else index.index
+    if isinstance(faiss.downcast_index(inner), faiss.IndexHNSW):
+        return {"efSearch"}
+    try:
+        faiss.extract_index_ivf(index.index)
+    except RuntimeError:
+        return set()
+    return {"nprobe"}
+
+
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def time_batch(search: Search, xq: np.ndarray, k: int, min_seconds: float = 0.2) -> tuple[np.ndarray, float]:
+    """``(ids, queries per second)``: a warm-up search gives the ids, then whole-batch searches
+    repeat (at least once, at most 50 times) until ``min_seconds`` pass; the median counts."""
+    _, found = search(xq, k)
+    times: list[float] = []
+    while not times or (sum(times) < min_seconds and len(times) < 50):
+        started = time.perf_counter()
+        search(xq, k)
+        times.append(time.perf_counter() - started)
+    return found, len(xq) / max(float(np.median(times)), 1e-9)
+
+
+def time_single(search: Search, xq: np.ndarray, k: int) -> dict[str, float]:
+    """Percentiles (``p50``, ``p95``, ``p99``) in ms of searching each query alone."""
+    took = np.empty(len(xq))
+    for i in range(len(xq)):
+        started = time.perf_counter()
+        search(xq[i : i + 1], k)
+        took[i] = time.perf_counter() - started
+    values = np.percentile(took * 1000.0, LATENCY_PERCENTILES)
+    return {f"p{p}": float(v) for p, v in zip(LATENCY_PERCENTILES, values)}
+
+
+def serialized_bytes(index: Any) -> int:
+    import faiss
+
+    return int(len(faiss.serialize_index(index)))
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
