@@ -33,9 +33,10 @@ def write_corpus(path: Path) -> Path:
     return path
 
 
-def index_command(col: Path, corpus: Path, index: str) -> list[str]:
+def index_command(col: Path, corpus: Path, index: str, db: str | None = None) -> list[str]:
     return [sys.executable, "-m", "latentsearch.cli", "index", str(col), str(corpus),
-            "--encoder", "hashing:32", "--index", index, "--batch-size", "32", "-q"]
+            "--encoder", "hashing:32", "--index", index, "--batch-size", "32", "-q",
+            *(["--db", db] if db else [])]
 
 
 def assert_consistent(col_path: Path) -> int:
@@ -51,14 +52,26 @@ def assert_consistent(col_path: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", ["Flat", "HNSW16"])
-def test_sigkill_at_random_moments_then_resume(tmp_path, index):
+@pytest.mark.parametrize("index, database", [("Flat", "sqlite"), ("HNSW16", "sqlite"), ("Flat", "postgres")])
+def test_sigkill_at_random_moments_then_resume(tmp_path, index, database, request):
+    db = request.getfixturevalue("pg_url") if database == "postgres" else None
     corpus = write_corpus(tmp_path / "corpus.jsonl")
     col = tmp_path / "col"
     rng = random.Random(1)
     counts = []
+    try:
+        _kill_and_resume(col, corpus, index, db, rng, counts)
+    finally:
+        if db and (col / "latentsearch.json").exists():
+            schema = json.loads((col / "latentsearch.json").read_text())["store_schema"]
+            from latentsearch.stores.sql import SqlStore
+
+            SqlStore(db, 32, schema=schema).drop()
+
+
+def _kill_and_resume(col, corpus, index, db, rng, counts):
     for _ in range(5):
-        proc = subprocess.Popen(index_command(col, corpus, index), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(index_command(col, corpus, index, db), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(rng.uniform(0.8, 2.5))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -67,7 +80,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, index):
             counts.append(assert_consistent(col))
     assert counts == sorted(counts), "a later run never loses what an earlier one committed"
     assert any(0 < c < N for c in counts), f"no kill landed mid-run: {counts}"
-    done = subprocess.run(index_command(col, corpus, index), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(index_command(col, corpus, index, db), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert assert_consistent(col) == N
     with latentsearch.open(col) as c:

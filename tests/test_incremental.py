@@ -53,9 +53,11 @@ def test_unchanged_files_are_not_encoded_again(tmp_path, folder):
         assert col.encoder.texts == 0
 
 
-def test_modify_touch_rename_copy_delete_and_prune(tmp_path, folder):
-    with latentsearch.create(tmp_path / "col", encoder="hashing:64", index="HNSW16") as col:
-        col.index_paths([folder])
+def test_modify_touch_rename_copy_delete_and_prune(tmp_path, folder, store_url, hashing_collection):
+    """On SQLite (in the folder) and on PostgreSQL."""
+    col = hashing_collection("col", index="HNSW16", store=None if store_url.startswith("sqlite") else store_url)
+    col.index_paths([folder])
+    col.close()
     (folder / "f0.txt").write_text("note 0 rewritten about rivers")  # changed
     os.utime(folder / "f1.txt", ns=(1, 1))  # touched only: same content, other mtime
     shutil.move(folder / "f2.txt", folder / "sub" / "moved.txt")  # renamed
