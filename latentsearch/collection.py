@@ -9,7 +9,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,13 @@ from .errors import (
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
 from .ingest.chunking import ChunkConfig
-from .ingest.pipeline import encode_records, run_ingest
-from .ingest.records import Record, json_safe, open_image
+from .ingest.pipeline import run_ingest
+from .ingest.records import Record, make_records, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.search import QueryVectors, best_per_document, to_hits
-from .stores.sql import NewItem, SqlStore, sqlite_url
+from .stores.sql import SqlStore, sqlite_url
 from .types import Hit, IndexReport, Item, Skipped
-from .vectors import as_matrix, prepare
+from .vectors import as_matrix
 
 log = logging.getLogger(__name__)
 
@@ -195,47 +195,19 @@ class Collection:
 
     def reembed(self, batch_size: int = 64, progress: Progress | None = None) -> IndexReport:
         """Encode every stored item again with the encoder as it is now (after its weights or
-        preprocessing changed), batch by batch; the manifest takes the new fingerprint last,
-        so an interrupted run is simply run again. Texts come from the store, images from their
-        files; an image whose file is gone is reported as skipped and keeps its old vector."""
+        preprocessing changed); see :func:`latentsearch.ingest.reembed.reembed`."""
+        from .ingest.reembed import reembed
+
         self._writer()
         self._reembedding = True
         try:
             encoder = self.encoder
         finally:
             self._reembedding = False
-        assert encoder is not None
-        report, started = IndexReport(), time.perf_counter()
-        for items in self.store.iter_items(batch_size * 4):
-            records = []
-            for item in items:
-                if item.modality == "text" and item.text is not None:
-                    records.append((item.id, Record(text=item.text)))
-                elif item.modality == "image" and item.source and Path(item.source).is_file():
-                    records.append((item.id, Record(image_path=Path(item.source))))
-                elif item.modality != "vector":
-                    report.skipped.append(Skipped(item.source or str(item.id), "source file is gone"))
-            readable = []
-            for item_id, record in records:
-                try:
-                    record.load()
-                    readable.append((item_id, record))
-                except Exception as exc:  # an image that no longer decodes keeps its old vector
-                    report.skipped.append(Skipped(str(record.image_path), f"unreadable: {exc}"))
-            records = readable
-            vectors = encode_records(lambda: encoder, [r for _, r in records], self.config.dim, batch_size)
-            vectors = prepare(vectors, self.config.dim, self.config.metric)
-            updated = {item_id: v for (item_id, _), v in zip(records, vectors)}
-            self.store.replace_vectors(updated)
-            ids = np.array(list(updated), dtype=np.int64)
-            self._applied_own_write(ids, vectors, replaced=ids)
-            report.updated += len(updated)
-            if progress:
-                progress(len(items))
-        self.config = self.config.replace(encoder_fingerprint=encoder.fingerprint())
+        report = reembed(self, encoder, batch_size, progress)  # type: ignore[arg-type]
+        self.config = self.config.replace(encoder_fingerprint=encoder.fingerprint())  # type: ignore[union-attr]
         self.flush()
         write_manifest(self.path, self.config)
-        report.seconds = time.perf_counter() - started
         return report
 
     @property
@@ -515,50 +487,6 @@ class Collection:
             "vector_dtype": self.config.vector_dtype,
             "created_by": self.config.created_by,
         }
-
-
-def make_records(
-    inputs: Sequence[Any] | np.ndarray,
-    metadata: Sequence[dict[str, Any]] | None,
-    keys: Sequence[str] | None,
-) -> list[Record]:
-    """Records for ``add``: a 2-D array is vectors; str is text; Path and PIL images are images."""
-    if isinstance(inputs, np.ndarray) and inputs.ndim == 2:
-        items: list[Any] = list(inputs)
-    elif isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence | np.ndarray):
-        raise InvalidInputError("add() takes a list of inputs (or a 2-D array of vectors), not a single one")
-    else:
-        items = list(inputs)
-    for name, extra in (("metadata", metadata), ("keys", keys)):
-        if extra is not None and len(extra) != len(items):
-            raise InvalidInputError(f"{len(items)} inputs but {len(extra)} {name}")
-    records = []
-    for i, value in enumerate(items):
-        record = record_for(value)
-        if keys is not None:
-            if not isinstance(keys[i], str) or not keys[i]:
-                raise InvalidInputError(f"keys must be non-empty strings; key {i} is {keys[i]!r}")
-            record.key = keys[i]
-        if metadata is not None:
-            if not isinstance(metadata[i], Mapping):
-                raise InvalidInputError(f"metadata {i} is a {type(metadata[i]).__name__}, not a dict")
-            record.metadata = json_safe(dict(metadata[i]), f"metadata {i}")
-        records.append(record)
-    return records
-
-
-def record_for(value: Any) -> Record:
-    if isinstance(value, str):
-        return Record(text=value)
-    if isinstance(value, Path):
-        return Record(image_path=value.expanduser().resolve(), source=str(value.expanduser().resolve()))
-    if isinstance(value, np.ndarray):
-        return Record(vector=value)
-    if hasattr(value, "convert") and hasattr(value, "size"):  # a PIL image
-        return Record(image=value)
-    raise InvalidInputError(
-        f"cannot add a {type(value).__name__}; give str (text), PIL images, Paths of images or vectors"
-    )
 
 
 def _schema_name(path: Path) -> str:

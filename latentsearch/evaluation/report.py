@@ -46,6 +46,7 @@ def machine_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "faiss_threads": _faiss_threads(),
+        "load_average": _load_average(),  # other work on the machine skews the timings
         "libraries": libraries,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -57,6 +58,13 @@ def _faiss_threads() -> int | None:
     except ImportError:
         return None
     return int(faiss.omp_get_max_threads())
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # not on Windows
+        return None
 
 
 def fingerprint_files(paths: Iterable[str | Path]) -> str:
@@ -207,6 +215,16 @@ def plot_ann(points: Sequence[AnnPoint], path: str | Path, title: str | None = N
     path = Path(path)
     fig.savefig(path, format="png", dpi=120)
     return path
+
+
+def print_table(table: Any) -> None:
+    """Print a rich table on stdout, at its natural width when stdout is not a terminal."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # rich assumes 80 columns there and would squeeze the cells
+        console = Console(width=250)
+    console.print(table)
 
 
 def human_bytes(n: float) -> str:

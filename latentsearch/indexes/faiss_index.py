@@ -21,7 +21,7 @@ import numpy as np
 from ..config import atomic_write_bytes, fsync_dir
 from ..devices import faiss_gpu_count
 from ..errors import DimensionMismatchError, InvalidInputError, UnknownSpecError
-from .selection import DEFAULT_EF_SEARCH, IndexSpec
+from .selection import DEFAULT_EF_SEARCH
 
 log = logging.getLogger(__name__)
 

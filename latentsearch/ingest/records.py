@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,3 +137,47 @@ def to_rgb(im: Image) -> Image:
         background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
         return background
     return im.convert("RGB")
+
+
+def make_records(
+    inputs: Sequence[Any] | np.ndarray,
+    metadata: Sequence[dict[str, Any]] | None,
+    keys: Sequence[str] | None,
+) -> list[Record]:
+    """Records for ``add``: a 2-D array is vectors; str is text; Path and PIL images are images."""
+    if isinstance(inputs, np.ndarray) and inputs.ndim == 2:
+        items: list[Any] = list(inputs)
+    elif isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence | np.ndarray):
+        raise InvalidInputError("add() takes a list of inputs (or a 2-D array of vectors), not a single one")
+    else:
+        items = list(inputs)
+    for name, extra in (("metadata", metadata), ("keys", keys)):
+        if extra is not None and len(extra) != len(items):
+            raise InvalidInputError(f"{len(items)} inputs but {len(extra)} {name}")
+    records = []
+    for i, value in enumerate(items):
+        record = record_for(value)
+        if keys is not None:
+            if not isinstance(keys[i], str) or not keys[i]:
+                raise InvalidInputError(f"keys must be non-empty strings; key {i} is {keys[i]!r}")
+            record.key = keys[i]
+        if metadata is not None:
+            if not isinstance(metadata[i], Mapping):
+                raise InvalidInputError(f"metadata {i} is a {type(metadata[i]).__name__}, not a dict")
+            record.metadata = json_safe(dict(metadata[i]), f"metadata {i}")
+        records.append(record)
+    return records
+
+
+def record_for(value: Any) -> Record:
+    if isinstance(value, str):
+        return Record(text=value)
+    if isinstance(value, Path):
+        return Record(image_path=value.expanduser().resolve(), source=str(value.expanduser().resolve()))
+    if isinstance(value, np.ndarray):
+        return Record(vector=value)
+    if hasattr(value, "convert") and hasattr(value, "size"):  # a PIL image
+        return Record(image=value)
+    raise InvalidInputError(
+        f"cannot add a {type(value).__name__}; give str (text), PIL images, Paths of images or vectors"
+    )

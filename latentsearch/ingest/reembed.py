@@ -1,0 +1,55 @@
+"""Re-embedding a collection whose encoder changed (new weights, new preprocessing)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..encoders.base import Encoder
+from ..types import IndexReport, Skipped
+from ..vectors import prepare
+from .pipeline import Progress, encode_records
+from .records import Record
+
+if TYPE_CHECKING:
+    from ..collection import Collection
+
+
+def reembed(col: Collection, encoder: Encoder, batch_size: int, progress: Progress | None) -> IndexReport:
+    """Encode every stored item again, batch by batch, each batch one transaction.
+
+    Texts come from the store, images from their files; an image whose file is gone or no longer
+    decodes is reported as skipped and keeps its old vector. The caller records the new
+    fingerprint only after this returns, so an interrupted run is simply run again.
+    """
+    report, started = IndexReport(), time.perf_counter()
+    for items in col.store.iter_items(batch_size * 4):
+        records: list[tuple[int, Record]] = []
+        for item in items:
+            if item.modality == "text" and item.text is not None:
+                records.append((item.id, Record(text=item.text)))
+            elif item.modality == "image" and item.source and Path(item.source).is_file():
+                records.append((item.id, Record(image_path=Path(item.source))))
+            elif item.modality != "vector":
+                report.skipped.append(Skipped(item.source or str(item.id), "source file is gone"))
+        readable = []
+        for item_id, record in records:
+            try:
+                record.load()
+                readable.append((item_id, record))
+            except Exception as exc:  # Pillow raises many types for one bad file
+                report.skipped.append(Skipped(str(record.image_path), f"unreadable: {exc}"))
+        raw = encode_records(lambda: encoder, [r for _, r in readable], col.config.dim, batch_size)
+        vectors = prepare(raw, col.config.dim, col.config.metric)
+        updated = {item_id: v for (item_id, _), v in zip(readable, vectors)}
+        col.store.replace_vectors(updated)
+        ids = np.array(list(updated), dtype=np.int64)
+        col._applied_own_write(ids, vectors, replaced=ids)
+        report.updated += len(updated)
+        if progress:
+            progress(len(items))
+    report.seconds = time.perf_counter() - started
+    return report
