@@ -177,19 +177,35 @@ def index(
 def _run_with_progress(
     col: Any, paths: Any, fields: Any, batch_size: int, quiet: bool, prune: bool, chunking: Any
 ) -> Any:
-    from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """Index with a progress bar; a background count of the inputs gives it a total and an ETA."""
+    import threading
 
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    from .ingest.sources import records_from_paths
+
+    paths = list(paths)
     if quiet:
         return col.index_paths(paths, fields, batch_size, prune=prune, chunking=chunking)
     columns = (
         SpinnerColumn(),
         TextColumn("indexing"),
+        BarColumn(),
         MofNCompleteColumn(),
         TextColumn("items · {task.fields[rate]:.1f} items/s"),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, transient=True, console=_stderr()) as bar:
         task = bar.add_task("index", total=None, rate=0.0)
+
+        def count() -> None:  # lists the inputs without reading them; passages are not counted
+            bar.update(task, total=sum(1 for _ in records_from_paths(paths, fields)))
+
+        threading.Thread(target=count, name="latentsearch-count", daemon=True).start()
 
         def advance(n: int) -> None:
             bar.advance(task, n)
@@ -372,6 +388,9 @@ def encoders(as_json: bool) -> None:
     for row in rows:
         table.add_row(*row)
     _stdout().print(table)
+
+
+from .cli_bench import bench; cli.add_command(bench)  # noqa: E402, E702, I001 - imports nothing heavy
 
 
 def main() -> None:

@@ -1,0 +1,268 @@
+"""``latentsearch bench``: ANN recall/speed sweeps and BEIR retrieval quality.
+
+A thin shell over :mod:`latentsearch.evaluation`: parse, call, render. Nothing heavy is
+imported at module level, so ``latentsearch --help`` stays instant. Library errors propagate to
+the top-level group, which prints them as one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import InvalidInputError
+
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+BEIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _output_option(name: str, what: str) -> Callable[..., Any]:
+    return click.option(
+        f"--{name}", f"{name}_path", metavar="FILE", default=None,
+        type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path),
+        help=f"Write {what} to FILE ('-': stdout, instead of the table).",
+    )
+
+
+def _specs_option(default: tuple[str, ...]) -> Callable[..., Any]:
+    return click.option(
+        "--index", "specs", multiple=True, default=default, show_default=True, metavar="SPEC",
+        help="FAISS factory, with comma lists to sweep a search option: "
+        "'HNSW32?efSearch=16,64' or 'IVF256,Flat?nprobe=1,4,16' (repeatable).",
+    )
+
+
+@click.group()
+def bench() -> None:
+    """Benchmark indexes: recall against speed, and retrieval quality on BEIR.
+
+    \b
+    Example:
+      latentsearch bench ann --base base.fvecs --queries query.fvecs --index 'HNSW32?efSearch=16,64'
+      latentsearch bench quality --dataset datasets/scifact --encoder minilm
+    """
+
+
+@bench.command("ann")
+@click.option("--base", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Base vectors (.fvecs or .npy).")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Query vectors (.fvecs or .npy).")
+@click.option(
+    "--groundtruth", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Exact neighbours of each query as row numbers of --base (.ivecs or .npy) [default: computed by brute force].",
+)
+@click.option(
+    "--collection", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Benchmark the vectors stored in this collection instead of --base/--queries.",
+)
+@click.option("--sample", default=100, show_default=True, type=click.IntRange(min=1),
+              help="With --collection: how many stored vectors become queries (left out of the base).")
+@click.option("--seed", default=0, show_default=True, type=int, help="With --collection: the seed of the query sample.")
+@_specs_option(("Flat",))
+@click.option("--metric", type=click.Choice(["l2", "ip", "cosine"]), default=None,
+              help="[default: l2 for files; the collection's metric for --collection]")
+@click.option("-k", "k_values", multiple=True, type=click.IntRange(min=1), help="Recall cutoff (repeatable) [default: 1, 10, 100].")
+@_output_option("json", "the results as JSON")
+@_output_option("markdown", "a Markdown table")
+@click.option("--plot", "plot_path", metavar="FILE.png", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write a PNG of recall@10 against queries per second, Pareto front marked.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+def ann(
+    base: Path | None,
+    queries: Path | None,
+    groundtruth: Path | None,
+    collection: Path | None,
+    sample: int,
+    seed: int,
+    specs: tuple[str, ...],
+    metric: str | None,
+    k_values: tuple[int, ...],
+    json_path: Path | None,
+    markdown_path: Path | None,
+    plot_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Sweep FAISS indexes: recall@k, QPS, latency percentiles, build time, size, memory.
+
+    Each factory is built once and searched at every value of its sweep. Recall is measured
+    against the ground truth (computed exactly when not given). Latency times each query alone;
+    QPS searches all queries in one call. Peak memory is approximate (growth of the process's
+    peak RSS).
+
+    \b
+    Example:
+      latentsearch bench ann --base sift_base.fvecs --queries sift_query.fvecs \\
+          --groundtruth sift_groundtruth.ivecs --index Flat --index 'HNSW32?efSearch=16,32,64' \\
+          --index 'IVF256,Flat?nprobe=1,4,16' --json ann.json --plot ann.png
+      latentsearch bench ann --collection papers --sample 200 --index 'HNSW32?efSearch=16,64'
+    """
+    from .evaluation import ann as bench_ann
+    from .evaluation import report
+
+    if collection is not None:
+        if base is not None or queries is not None or groundtruth is not None:
+            raise click.UsageError("give --collection, or --base and --queries, not both")
+        stored, stored_metric = bench_ann.collection_vectors(collection)
+        xb, xq = bench_ann.split_queries(stored, sample, seed)
+        gt, metric = None, metric or stored_metric
+        name, fingerprint = str(collection), report.fingerprint_arrays(xb, xq)
+    elif base is not None and queries is not None:
+        xb, xq = bench_ann.read_vectors(base), bench_ann.read_vectors(queries)
+        gt = bench_ann.read_vectors(groundtruth) if groundtruth is not None else None
+        metric = metric or "l2"
+        name = base.name
+        fingerprint = report.fingerprint_files([p for p in (base, queries, groundtruth) if p is not None])
+    else:
+        raise click.UsageError("give --base FILE and --queries FILE, or --collection DIR")
+    ks = k_values or bench_ann.DEFAULT_K_VALUES
+    progress = None if quiet else (lambda message: click.echo(message, err=True))
+    points = bench_ann.sweep(xb, xq, gt, specs, metric, ks, progress=progress)
+
+    dataset = report.ann_dataset(
+        name, len(xb), len(xq), xb.shape[1], metric,
+        groundtruth.name if groundtruth is not None else "exact (FAISS Flat)", fingerprint,
+    )
+    title = f"{name}: {len(xb):,} base × {len(xq):,} queries, dim {xb.shape[1]}, {metric}"
+    to_stdout = _write(json_path, lambda: json.dumps(report.ann_json(points, dataset, ks), indent=2) + "\n")
+    to_stdout |= _write(markdown_path, lambda: report.ann_markdown(points, title))
+    if plot_path is not None:
+        report.plot_ann(points, plot_path, title)
+    if not to_stdout:
+        report.print_table(report.ann_table(points, title))
+
+
+@bench.command("quality")
+@click.option("--dataset", required=True, metavar="DIR|NAME",
+              help="A BEIR folder, or the name of a BEIR dataset (e.g. scifact) to download.")
+@click.option("--encoder", default=None, help="Encoder spec [default: minilm; an existing --collection keeps its own].")
+@_specs_option(("Flat",))
+@click.option("--split", default="test", show_default=True, help="Which qrels/<split>.tsv to score.")
+@click.option(
+    "--collection", type=click.Path(file_okay=False, path_type=Path),
+    help="Collection to create or reuse, so the corpus is encoded once across runs [default: a temporary one].",
+)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@_output_option("json", "the results as JSON")
+def quality(
+    dataset: str,
+    encoder: str | None,
+    specs: tuple[str, ...],
+    split: str,
+    collection: Path | None,
+    batch_size: int,
+    json_path: Path | None,
+) -> None:
+    """Score retrieval on a BEIR dataset: nDCG, MRR, MAP, recall and precision at 1, 3, 5, 10, 100.
+
+    The corpus is encoded once; every --index (and every point of a sweep) is built from the
+    same stored vectors. Metrics follow trec_eval.
+
+    \b
+    Example:
+      latentsearch bench quality --dataset datasets/scifact --index Flat --index 'HNSW32?efSearch=16,64'
+      latentsearch bench quality --dataset scifact --collection /tmp/scifact --json scifact.json
+    """
+    import tempfile
+
+    from .config import manifest_path
+    from .evaluation import report
+    from .evaluation.ann import expand_specs
+    from .evaluation.bench import beir_quality
+    from .evaluation.metrics import DEFAULT_KS
+
+    points = expand_specs(specs)  # a bad spec fails before anything is encoded
+    folder = beir_folder(dataset)
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="latentsearch-bench-") as tmp:
+        where = collection if collection is not None else Path(tmp) / "collection"
+        if encoder is not None and manifest_path(where).exists():
+            import latentsearch
+
+            latentsearch.open(where, encoder=encoder).close()  # refuses another encoder's collection
+        for spec in points:
+            result = beir_quality(folder, where, encoder or "minilm", spec, split, DEFAULT_KS, batch_size)
+            results.append({
+                "index": spec,
+                "index_in_use": result.collection.get("index_in_use"),
+                "metrics": result.metrics,
+                "queries": result.queries,
+                "documents": result.documents,
+                "index_seconds": round(result.index_seconds, 3),
+                "search_seconds": round(result.search_seconds, 3),
+                "encoder": result.collection.get("encoder"),
+            })
+    used = results[0]["encoder"] or encoder or "minilm"
+    files = [folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"]
+    document = report.quality_json(str(dataset), split, used, results, report.fingerprint_files(files))
+    if _write(json_path, lambda: json.dumps(document, indent=2) + "\n"):
+        return
+    first = results[0]
+    encoded = f"encoded in {first['index_seconds']:.1f} s" if first["index_seconds"] else "reused collection"
+    title = (f"{folder.name} {split}: {first['queries']} queries over {first['documents']} documents "
+             f"({used}; {encoded})")
+    report.print_table(report.quality_table(results, title))
+
+
+def _write(path: Path | None, render: Callable[[], str]) -> bool:
+    """Write ``render()`` to ``path``; True when that went to stdout (``-``)."""
+    if path is None:
+        return False
+    if str(path) == "-":
+        click.echo(render(), nl=False)
+        return True
+    path.write_text(render(), encoding="utf-8")
+    return False
+
+
+# -- BEIR datasets by name ----------------------------------------------------------------------
+
+
+def beir_folder(value: str) -> Path:
+    """``value`` as a BEIR folder: an existing folder, else a BEIR name fetched into the cache."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or not BEIR_NAME.fullmatch(value):
+        raise InvalidInputError(f"no BEIR dataset folder at {path}")
+    cache = Path(os.environ.get("LATENTSEARCH_CACHE", "~/.cache/latentsearch")).expanduser() / "beir"
+    return download_beir(value, cache)
+
+
+def download_beir(name: str, cache: Path) -> Path:
+    """``cache/name``, downloading and unpacking the public BEIR archive on first use."""
+    import shutil
+    import tempfile
+    import urllib.error
+    import urllib.request
+    import zipfile
+
+    target = cache / name
+    if (target / "corpus.jsonl").is_file():
+        return target
+    url = BEIR_URL.format(name=name)
+    click.echo(f"downloading {url}", err=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache, prefix=f".{name}-") as tmp:
+            archive = Path(tmp) / f"{name}.zip"
+            with urllib.request.urlopen(url, timeout=60) as response, archive.open("wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)  # zipfile drops absolute paths and '..' from member names
+            unpacked = Path(tmp) / name
+            if not (unpacked / "corpus.jsonl").is_file():
+                raise InvalidInputError(f"the archive at {url} has no {name}/corpus.jsonl; is {name!r} a BEIR dataset?")
+            shutil.rmtree(target, ignore_errors=True)  # a partial earlier attempt
+            os.replace(unpacked, target)
+    except (urllib.error.URLError, OSError, zipfile.BadZipFile) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise InvalidInputError(
+            f"{name!r} is not a folder, and downloading the BEIR dataset from {url} failed "
+            f"({' '.join(str(reason).split())}); check the name and the network, or pass --dataset DIR"
+        ) from None
+    return target
