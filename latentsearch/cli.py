@@ -390,7 +390,7 @@ def encoders(as_json: bool) -> None:
     _stdout().print(table)
 
 
-from .cli_bench import bench; cli.add_command(bench)  # noqa: E402, E702, I001 - imports nothing heavy
+from .cli_bench import bench; cli.add_command(bench)  # noqa: I001 - imports nothing heavy
 
 
 def main() -> None:

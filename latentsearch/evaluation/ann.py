@@ -304,7 +304,9 @@ def sweep(
     ``xb`` ``(nq, >= max(k_values))`` best first, or None to compute it with FAISS Flat.
     Batch throughput is the median over repeated whole-batch searches lasting at least
     ``min_batch_seconds`` in total; latency times each of the first ``latency_queries``
-    queries alone (None: all of them).
+    queries alone (None: all of them). Searches run where :class:`FaissIndex` runs them: on
+    the GPU for the index types FAISS can clone there, when faiss-gpu sees one
+    (``LATENTSEARCH_DEVICE=cpu`` keeps them on the CPU).
     """
     from ..indexes.faiss_index import FaissIndex
 
@@ -431,7 +433,7 @@ def time_single(search: Search, xq: np.ndarray, k: int) -> dict[str, float]:
 def serialized_bytes(index: Any) -> int:
     import faiss
 
-    return int(len(faiss.serialize_index(index)))
+    return len(faiss.serialize_index(index))
 
 
 def peak_rss_bytes() -> int:

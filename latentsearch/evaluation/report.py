@@ -132,7 +132,7 @@ def ann_json(points: Sequence[AnnPoint], dataset: Mapping[str, Any], k_values: S
     return {
         "benchmark": "ann",
         "dataset": dict(dataset),
-        "k_values": sorted(set(int(k) for k in k_values)),
+        "k_values": sorted({int(k) for k in k_values}),
         "machine": machine_info(),
         "results": [p.to_dict() for p in points],
         "pareto": [points[i].spec for i in front],
