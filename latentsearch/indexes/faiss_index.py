@@ -41,13 +41,20 @@ def build_faiss(factory: str, dim: int, metric: str) -> Any:
     import faiss
 
     try:
-        return faiss.index_factory(dim, factory, faiss_metric(metric))
+        index = faiss.index_factory(dim, factory, faiss_metric(metric))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
         raise UnknownSpecError(
             f"FAISS cannot build the index spec {factory!r} for dimension {dim} ({first}); "
             "use e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ16 or auto"
         ) from exc
+    # Polysemous training (FAISS's default for PQ) costs most of the training time and only
+    # serves polysemous search, which latentsearch never uses.
+    inner = _ivf(index) or faiss.downcast_index(index)
+    inner = faiss.downcast_index(inner)
+    if hasattr(inner, "do_polysemous_training"):
+        inner.do_polysemous_training = False
+    return index
 
 
 def _ivf(index: Any) -> Any | None:
