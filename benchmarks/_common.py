@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import sys
-from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -19,21 +16,19 @@ LIBRARIES = ("latentsearch", "torch", "sentence-transformers", "faiss-cpu", "fai
 
 
 def machine() -> dict[str, Any]:
-    """The machine and library versions a result was measured with."""
-    versions = {}
+    """The machine and library versions a result was measured with: ``latentsearch``'s own
+    :func:`~latentsearch.evaluation.report.machine_info`, plus the versions of the libraries the
+    scripts use that it does not list (``timm``, ...)."""
+    from latentsearch.evaluation.report import machine_info
+
+    info = machine_info()
     for name in LIBRARIES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "libraries": versions,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        if name not in info["libraries"]:
+            try:
+                info["libraries"][name] = version(name)
+            except PackageNotFoundError:
+                pass
+    return info
 
 
 def write_result(name: str, data: dict[str, Any], out: Path | None = None) -> Path:
@@ -50,4 +45,7 @@ def print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     table = Table(*header, title=title)
     for row in rows:
         table.add_row(*(f"{v:.5f}" if isinstance(v, float) else str(v) for v in row))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # rich assumes 80 columns there and would squeeze the cells
+        console = Console(width=250)
+    console.print(table)

@@ -46,6 +46,7 @@ def bench() -> None:
     Example:
       latentsearch bench ann --base base.fvecs --queries query.fvecs --index 'HNSW32?efSearch=16,64'
       latentsearch bench quality --dataset datasets/scifact --encoder minilm
+      latentsearch bench images --dataset datasets/cifar10-test --limit-per-class 100
     """
 
 
@@ -206,6 +207,73 @@ def quality(
     title = (f"{folder.name} {split}: {first['queries']} queries over {first['documents']} documents "
              f"({used}; {encoded})")
     report.print_table(report.quality_table(results, title))
+
+
+@bench.command("images")
+@click.option("--dataset", required=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder of images with one subfolder per class (DIR/<class>/<image>).")
+@click.option("--encoder", default=None, metavar="SPEC",
+              help="Encoder spec [default: timm:resnet18; an existing --collection keeps its own].")
+@click.option("--index", "spec", default="Flat", show_default=True, metavar="SPEC",
+              help="FAISS factory the images are searched with, e.g. 'HNSW32' or 'IVF64,Flat?nprobe=4'.")
+@click.option(
+    "--collection", type=click.Path(file_okay=False, path_type=Path),
+    help="Collection to create or reuse, so the images are encoded once across runs [default: a temporary one].",
+)
+@click.option("--limit-per-class", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Only the first N images (by file name) of each class [default: all].")
+@click.option("-k", "k_values", multiple=True, type=click.IntRange(min=1),
+              help="Precision cutoff (repeatable) [default: 1, 5, 10, 100].")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@_output_option("json", "the results as JSON")
+@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+def images(
+    dataset: Path,
+    encoder: str | None,
+    spec: str,
+    collection: Path | None,
+    limit_per_class: int | None,
+    k_values: tuple[int, ...],
+    batch_size: int,
+    json_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Score image retrieval on a labelled folder: precision@k and mAP, per class and overall.
+
+    Every image is indexed, then queries all the others; a hit is relevant when it has the
+    query's class (its folder). precision@k comes from the index under test; mAP is exact,
+    computed from the stored vectors over the full ranking of the other images.
+
+    \b
+    Example:
+      latentsearch bench images --dataset datasets/cifar10-test --limit-per-class 100
+      latentsearch bench images --dataset photos --encoder 'timm:resnet50' --index HNSW32 \\
+          --collection /tmp/photos --json photos.json
+    """
+    import tempfile
+
+    from .evaluation import report
+    from .evaluation.images import (
+        DEFAULT_IMAGE_KS,
+        image_quality,
+        image_quality_json,
+        image_quality_table,
+    )
+
+    progress = None if quiet else (lambda message: click.echo(message, err=True))
+    with tempfile.TemporaryDirectory(prefix="latentsearch-bench-") as tmp:
+        where = collection if collection is not None else Path(tmp) / "collection"
+        result = image_quality(dataset, where, encoder, spec, k_values or DEFAULT_IMAGE_KS,
+                               limit_per_class, batch_size, progress)
+    for skipped in result.skipped:
+        click.echo(f"skipped {skipped['source']}: {skipped['reason']}", err=True)
+    if _write(json_path, lambda: json.dumps(image_quality_json(result), indent=2) + "\n"):
+        return
+    encoded = f"encoded {result.added:,} in {result.index_seconds:.1f} s" if result.added else "reused collection"
+    title = (f"{dataset.name}: {result.images:,} images in {len(result.classes)} classes "
+             f"({result.encoder}, {result.collection.get('index_in_use') or result.index}; {encoded})")
+    report.print_table(image_quality_table(result, title))
 
 
 def _write(path: Path | None, render: Callable[[], str]) -> bool:
