@@ -244,21 +244,45 @@ def _stderr() -> Any:
 @click.option("-k", default=10, show_default=True, type=click.IntRange(min=1), help="How many results.")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Search by this image instead of text.")
 @click.option("--documents", is_flag=True, help="Each document once, by its best passage.")
+@click.option(
+    "--where",
+    "where_json",
+    metavar="JSON",
+    help='Only items this filter matches, e.g. \'{"topic": "space", "year": {"$gte": 2020}}\'.',
+)
 @json_option
-def search(collection: Path, query: str | None, k: int, image: Path | None, documents: bool, as_json: bool) -> None:
+def search(
+    collection: Path,
+    query: str | None,
+    k: int,
+    image: Path | None,
+    documents: bool,
+    where_json: str | None,
+    as_json: bool,
+) -> None:
     """Search COLLECTION for QUERY (text) or --image.
+
+    --where filters on metadata keys (dotted for nested ones) and on id, key, source, modality,
+    document and added_at, with $eq $ne $gt $gte $lt $lte $in $nin $exists $not $and $or.
 
     \b
     Example:
       latentsearch search papers "do vaccines cause autism?" -k 5
       latentsearch search photos --image cat.jpg --json
+      latentsearch search papers "black holes" --where '{"topic": "space", "year": {"$gte": 2020}}'
     """
     from .collection import Collection
 
     if (query is None) == (image is None):
         raise click.UsageError("give a text QUERY or --image PATH (one of them)")
+    where = _parse_where(where_json)
     with Collection.open(collection) as col:
-        hits = col.search(image if image is not None else query, k=k, group_by="document" if documents else None)
+        hits = col.search(
+            image if image is not None else query, k=k, group_by="document" if documents else None, where=where
+        )
+        stats = col.last_filter_stats
+    if stats is not None and stats.matches and len(hits) < k and not as_json:
+        click.echo(f"{stats.matches} item{'' if stats.matches == 1 else 's'} match the filter", err=True)
     if as_json:
         echo_json([h.to_dict() for h in hits])
         return
@@ -278,7 +302,20 @@ def search(collection: Path, query: str | None, k: int, image: Path | None, docu
         table.add_row(str(rank), f"{hit.score:.4f}", str(hit.id), label, hit.snippet(200))
     console.print(table)
     if not hits:
-        click.echo("no results (the collection is empty)")
+        click.echo("no results (no item matches the filter)" if where else "no results (the collection is empty)")
+
+
+def _parse_where(text: str | None) -> dict[str, Any] | None:
+    """The --where option as a dict, or a one-line error."""
+    if text is None:
+        return None
+    try:
+        where = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"--where is not valid JSON: {exc.msg} at character {exc.pos + 1}") from None
+    if not isinstance(where, dict):
+        raise click.ClickException(f"--where must be a JSON object such as '{{\"topic\": \"space\"}}', not {text!r}")
+    return where
 
 
 def _source_label(hit: Any) -> str:

@@ -9,7 +9,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ from .ingest.chunking import ChunkConfig
 from .ingest.pipeline import run_ingest
 from .ingest.records import Record, make_records, open_image
 from .ingest.sources import RecordFields, records_from_paths
+from .query.filtered import FilteredSearcher, FilterStats
 from .query.search import QueryVectors, best_per_document, to_hits
+from .stores.filters import check_where
 from .stores.sql import SqlStore, sqlite_url
 from .types import Hit, IndexReport, Item, Skipped
 from .vectors import as_matrix
@@ -46,6 +48,7 @@ INDEX_FILE = "index.faiss"
 INDEX_META = "index.json"
 LOCK_FILE = ".lock"
 Progress = Callable[[int], None]
+SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 class Collection:
@@ -61,6 +64,8 @@ class Collection:
         self._index: FaissIndex | None = None
         self._watermark = 0
         self._saved_watermark = -1
+        # What the latest filtered search in this process did (None after an unfiltered one).
+        self.last_filter_stats: FilterStats | None = None
         # Not thread-local: the writer thread of the ingest pipeline writes under this lock too.
         self._lock = FileLock(str(path / LOCK_FILE), thread_local=False)
         self.lock_timeout = 10.0
@@ -425,34 +430,60 @@ class Collection:
         found = self.store.get(ids)
         return [found[int(i)] for i in ids if int(i) in found]
 
-    def search(self, query: Any, k: int = 10, group_by: str | None = None) -> list[Hit]:
+    def search(
+        self, query: Any, k: int = 10, group_by: str | None = None, where: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
         """The ``k`` nearest items to a text, a PIL image, an image ``Path``, a vector or an item id.
 
         ``group_by="document"`` returns each document once, with its best passage.
+        ``where`` keeps only the items a filter matches (see :mod:`latentsearch.stores.filters`),
+        e.g. ``{"topic": "space", "year": {"$gte": 2020}}``; ``k`` hits come back whenever ``k``
+        items match, and :attr:`last_filter_stats` says how many matched.
         """
         if isinstance(query, np.ndarray) and query.ndim > 1 and query.shape[0] != 1:
             raise InvalidInputError(f"search() takes one query; for {query.shape[0]} vectors use search_batch()")
-        return self.search_batch([query], k, group_by)[0]
+        return self.search_batch([query], k, group_by, where)[0]
 
-    def search_batch(self, queries: Sequence[Any], k: int = 10, group_by: str | None = None) -> list[list[Hit]]:
-        """One list of hits per query; queries are encoded together and searched in one call."""
+    def search_batch(
+        self,
+        queries: Sequence[Any],
+        k: int = 10,
+        group_by: str | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        """One list of hits per query; queries are encoded together and searched in one call.
+        ``where`` filters every query alike (see :meth:`search`)."""
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k <= 0:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         if group_by not in (None, "document"):
             raise InvalidInputError(f"group_by must be 'document' or None, not {group_by!r}")
+        if where is not None:
+            check_where(where, self.store.engine.dialect.name)  # before encoding: fail fast
         k = int(k)
         index = self.index
         qv = QueryVectors.build(queries, self)
+        searcher = FilteredSearcher(index, self.store, where, self.config.metric) if where else None
+        if searcher is None:
+            hits = self._hits(index.search, index.ntotal, qv, k, group_by)
+        else:
+            hits = self._hits(searcher.search, searcher.matches, qv, k, group_by)
+        self.last_filter_stats = searcher.stats if searcher else None
+        return hits
+
+    def _hits(
+        self, search: SearchFn, total: int, qv: QueryVectors, k: int, group_by: str | None
+    ) -> list[list[Hit]]:
+        """Hits from ``search(xq, depth) -> (D, I)`` over ``total`` candidates."""
         if group_by is None:
-            D, I = index.search(qv.vectors, k + qv.extra)
+            D, I = search(qv.vectors, k + qv.extra)
             return to_hits(D, I, qv.exclude, k, self.store)
-        # Documents: search deeper until k distinct documents come back or the index is exhausted.
+        # Documents: search deeper until k distinct documents come back or nothing is left.
         depth = 4 * k
         while True:
-            D, I = index.search(qv.vectors, min(depth, max(index.ntotal, 1)) + qv.extra)
+            D, I = search(qv.vectors, min(depth, max(total, 1)) + qv.extra)
             rows = to_hits(D, I, qv.exclude, depth, self.store)
             grouped = [best_per_document(row, k) for row in rows]
-            if all(len(g) >= k for g in grouped) or depth >= index.ntotal:
+            if all(len(g) >= k for g in grouped) or depth >= total:
                 return grouped
             depth *= 4
 

@@ -104,3 +104,26 @@ class Item:
     text: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     document: str | None = None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A group of nearest neighbours: members closest first, the member nearest the group's
+    centre, the mean score of its members (the query's similarity for cosine/ip) and a label."""
+
+    id: int
+    label: str
+    size: int
+    score: float
+    representative: Hit
+    members: list[Hit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "size": self.size,
+            "score": self.score,
+            "representative": self.representative.to_dict(),
+            "members": [m.to_dict() for m in self.members],
+        }

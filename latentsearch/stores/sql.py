@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..types import Item
 from ..errors import CorruptCollectionError, InvalidInputError, LatentSearchError
+from .filters import compile_where
 from .models import Base, Change, Info
 from .models import Item as ItemRow
 
@@ -315,6 +316,31 @@ class SqlStore:
                     found[item_id] = blob
         order = [int(i) for i in ids if int(i) in found]
         return np.array(order, dtype=np.int64), self._matrix([found[i] for i in order])
+
+    # -- where filters (see stores/filters.py) -------------------------------------------------
+
+    def count_where(self, where: Mapping[str, Any] | None) -> int:
+        """How many items match the filter ``where``."""
+        condition = compile_where(where, self.engine.dialect.name)
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.count()).select_from(ItemRow).where(condition)) or 0)
+
+    def iter_where(
+        self, where: Mapping[str, Any] | None, vectors: bool = False, batch_size: int = 50_000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """``(ids, vectors or None)`` of the items matching ``where``, in id order, in batches."""
+        condition = compile_where(where, self.engine.dialect.name)
+        columns = (ItemRow.id, ItemRow.vector) if vectors else (ItemRow.id,)
+        last = -1
+        while True:
+            with Session(self.engine) as session:
+                stmt = select(*columns).where(condition, ItemRow.id > last).order_by(ItemRow.id).limit(batch_size)
+                rows = session.execute(stmt).all()
+            if not rows:
+                return
+            last = rows[-1][0]
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            yield ids, self._matrix([r[1] for r in rows]) if vectors else None
 
     def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
         """Every item (without vectors) in id order, in batches."""
