@@ -335,6 +335,41 @@ def _stdout() -> Any:
 
 @cli.command()
 @collection_argument
+@click.argument("query")
+@click.option("-k", default=100, show_default=True, type=click.IntRange(min=2), help="Neighbours to group.")
+@click.option("-n", "--clusters", "n_clusters", type=click.IntRange(min=1), default=None, help="How many clusters [default: chosen from the data].")
+@click.option("--where", "where_json", default=None, metavar="JSON", help="Only items this metadata filter matches.")
+@click.option("--members", default=3, show_default=True, type=click.IntRange(min=0), help="Members shown per cluster.")
+@json_option
+def clusters(
+    collection: Path, query: str, k: int, n_clusters: int | None, where_json: str | None, members: int, as_json: bool
+) -> None:
+    """Group the K nearest neighbours of QUERY in COLLECTION into labelled clusters.
+
+    \b
+    Example:
+      latentsearch clusters papers "protein folding" -k 200
+      latentsearch clusters notes "travel" -n 4 --json
+    """
+    from .collection import Collection
+
+    where = _parse_where(where_json) if where_json else None
+    with Collection.open(collection) as col:
+        groups = col.clusters(query, k=k, n_clusters=n_clusters, where=where)
+    if as_json:
+        echo_json([g.to_dict() for g in groups])
+        return
+    for g in groups:
+        click.echo(f"cluster {g.id}: {g.label}  ({g.size} items, mean score {g.score:.4f})")
+        click.echo(f"  representative: {_source_label(g.representative)}  {g.representative.snippet(60)}")
+        for m in g.members[:members]:
+            click.echo(f"  {m.score:.4f}  {_source_label(m)}  {m.snippet(60)}")
+    if not groups:
+        click.echo("no results")
+
+
+@cli.command()
+@collection_argument
 @json_option
 def info(collection: Path, as_json: bool) -> None:
     """Describe COLLECTION: encoder, dimension, metric, index, size, store.

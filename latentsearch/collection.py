@@ -37,7 +37,8 @@ from .query.filtered import FilteredSearcher, FilterStats
 from .query.search import QueryVectors, best_per_document, to_hits
 from .stores.filters import check_where
 from .stores.sql import SqlStore, sqlite_url
-from .types import Hit, IndexReport, Item, Skipped
+from .query.clusters import group_hits
+from .types import Cluster, Hit, IndexReport, Item, Skipped
 from .vectors import as_matrix
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class Collection:
                 "or latentsearch.create()"
             ) from None
         self = cls(path, config)
+        self.store.check_schema()
         if encoder is not None and not self._same_encoder(encoder):
             raise EncoderMismatchError(
                 f"the collection at {path} was built with the encoder {config.encoder!r}, "
@@ -499,6 +501,24 @@ class Collection:
             "not_in_store": np.setdiff1d(unique, stored).tolist(),
             "indexed_twice": unique[counts > 1].tolist(),
         }
+
+    def clusters(
+        self,
+        query: Any,
+        k: int = 100,
+        n_clusters: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> list[Cluster]:
+        """The ``k`` nearest neighbours of ``query`` grouped into clusters (how many is chosen
+        from the data by silhouette when ``n_clusters`` is None), closest clusters first; each
+        has its members by score, a representative, its size, its mean score and a label."""
+        hits = self.search(query, k=k, where=where)
+        found, vectors = self.store.vectors([h.id for h in hits])
+        by_id = dict(zip(found.tolist(), vectors))
+        hits = [h for h in hits if h.id in by_id]
+        matrix = np.stack([by_id[h.id] for h in hits]) if hits else np.zeros((0, self.config.dim))
+        return group_hits(hits, matrix, n_clusters=n_clusters, seed=seed)
 
     def info(self) -> dict[str, Any]:
         index = self.index

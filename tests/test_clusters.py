@@ -74,3 +74,27 @@ def test_tiny_inputs(n):
     hits = [Hit(i, 0.5, None, None, "vector", None, {}) for i in range(n)]
     clusters = group_hits(hits, x)
     assert sum(c.size for c in clusters) == n
+
+
+def test_collection_clusters_and_cli(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    import latentsearch
+    from latentsearch.cli import cli
+
+    texts = [f"ocean waves tides sea {i}" for i in range(6)] + [f"bread yeast oven flour {i}" for i in range(6)]
+    meta = [{"topic": "sea"}] * 6 + [{"topic": "food"}] * 6
+    with latentsearch.create(tmp_path / "col", encoder="hashing:64", index="Flat") as col:
+        col.add(texts, metadata=meta)
+        groups = col.clusters("sea bread", k=12)
+        assert sorted(g.size for g in groups) == [6, 6]
+        assert all(len({m.metadata["topic"] for m in g.members}) == 1 for g in groups)
+        assert len(col.clusters("sea bread", k=12, where={"topic": "sea"}, n_clusters=2)) == 2
+    result = CliRunner().invoke(cli, ["clusters", str(tmp_path / "col"), "sea bread", "-k", "12", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert sorted(g["size"] for g in data) == [6, 6] and all(g["label"] for g in data)
+    text = CliRunner().invoke(cli, ["clusters", str(tmp_path / "col"), "sea bread", "-k", "12"])
+    assert text.exit_code == 0 and text.stdout.startswith("cluster 0:")

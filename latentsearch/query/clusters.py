@@ -21,7 +21,11 @@ STOPWORDS = frozenset(
     "the and for are but not you all any can had her was one our out has have that this with from "
     "they will would there their what about which when make like time just know take into year your "
     "some could them than then look only come its over also back after use two how work first well "
-    "way even new want because these give most very been were said each such here more other".split()
+    "way even new want because these give most very been were said each such here more other "
+    "although though becomes become became within without while where whose being does doing done "
+    "into onto upon through during before after above below between under again further once many "
+    "much every both few same than too can may might must should shall its itself they them those "
+    "who whom why yes yet also often usually still just only around about across along among".split()
 )
 
 

@@ -105,6 +105,22 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise LatentSearchError(f"cannot reach the store at {self.safe_url}: {exc}") from exc
 
+    def check_schema(self) -> None:
+        """An error naming what is missing when the tables are not the ones this version writes."""
+        try:
+            inspector = inspect(self.engine)
+            for table in Base.metadata.sorted_tables:
+                have = {c["name"] for c in inspector.get_columns(table.name, schema=self.schema)}
+                missing = sorted({c.name for c in table.columns} - have)
+                if missing:
+                    raise CorruptCollectionError(
+                        f"the store at {self.safe_url} lacks the columns {', '.join(missing)} of table "
+                        f"{table.name!r}: it was made by an older development version of latentsearch; "
+                        "create the collection again"
+                    )
+        except SQLAlchemyError as exc:
+            raise CorruptCollectionError(f"cannot read the store at {self.safe_url}: {exc}") from exc
+
     def drop(self) -> None:
         """Remove the tables (and the schema); for external databases when a collection is deleted."""
         with self.engine.begin() as conn:
