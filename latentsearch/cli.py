@@ -250,6 +250,13 @@ def _stderr() -> Any:
     metavar="JSON",
     help='Only items this filter matches, e.g. \'{"topic": "space", "year": {"$gte": 2020}}\'.',
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["dense", "lexical", "hybrid"]),
+    default="dense",
+    show_default=True,
+    help="dense: by meaning (vectors); lexical: by words (full-text index); hybrid: both, fused.",
+)
 @json_option
 def search(
     collection: Path,
@@ -258,6 +265,7 @@ def search(
     image: Path | None,
     documents: bool,
     where_json: str | None,
+    mode: str,
     as_json: bool,
 ) -> None:
     """Search COLLECTION for QUERY (text) or --image.
@@ -270,15 +278,22 @@ def search(
       latentsearch search papers "do vaccines cause autism?" -k 5
       latentsearch search photos --image cat.jpg --json
       latentsearch search papers "black holes" --where '{"topic": "space", "year": {"$gte": 2020}}'
+      latentsearch search papers "BRCA1 mutation" --mode hybrid
     """
     from .collection import Collection
 
     if (query is None) == (image is None):
         raise click.UsageError("give a text QUERY or --image PATH (one of them)")
+    if image is not None and mode != "dense":
+        raise click.UsageError(f"--mode {mode} needs a text QUERY; search by --image with --mode dense")
     where = _parse_where(where_json)
     with Collection.open(collection) as col:
         hits = col.search(
-            image if image is not None else query, k=k, group_by="document" if documents else None, where=where
+            image if image is not None else query,
+            k=k,
+            group_by="document" if documents else None,
+            where=where,
+            mode=mode,
         )
         stats = col.last_filter_stats
     if stats is not None and stats.matches and len(hits) < k and not as_json:
@@ -302,7 +317,12 @@ def search(
         table.add_row(str(rank), f"{hit.score:.4f}", str(hit.id), label, hit.snippet(200))
     console.print(table)
     if not hits:
-        click.echo("no results (no item matches the filter)" if where else "no results (the collection is empty)")
+        if where:
+            click.echo("no results (no item matches the filter)")
+        elif mode == "lexical":
+            click.echo("no results (no item's text has a word of the query)")
+        else:
+            click.echo("no results (the collection is empty)")
 
 
 def _parse_where(text: str | None) -> dict[str, Any] | None:
@@ -366,6 +386,86 @@ def clusters(
             click.echo(f"  {m.score:.4f}  {_source_label(m)}  {m.snippet(60)}")
     if not groups:
         click.echo("no results")
+
+
+@cli.command()
+@collection_argument
+@click.argument("expression", required=False)
+@click.option("-k", default=None, type=click.IntRange(min=1), help="How many results [default: 10; with --between, 1 per step].")
+@click.option("--between", nargs=2, metavar="A B", default=None, help="Walk from A to B (each a text, #ID or image path) instead of EXPRESSION.")
+@click.option("--steps", default=5, show_default=True, type=click.IntRange(min=2), help="Points from A to B, both ends included.")
+@click.option("--mmr", "lambda_", type=click.FloatRange(0.0, 1.0), default=None, metavar="LAMBDA", help="Diversify the results by maximal marginal relevance (1: plain order, 0: most varied).")
+@click.option("--fetch-k", default=50, show_default=True, type=click.IntRange(min=1), help="Candidates --mmr chooses from.")
+@json_option
+def explore(
+    collection: Path,
+    expression: str | None,
+    k: int | None,
+    between: tuple[str, str] | None,
+    steps: int,
+    lambda_: float | None,
+    fetch_k: int,
+    as_json: bool,
+) -> None:
+    """Query COLLECTION in its latent space: arithmetic, interpolation, diversified results.
+
+    EXPRESSION adds and subtracts quoted texts and #ID items, optionally weighted: the items
+    nearest the combined vector come back, leaving out the items named. With --mmr it must be
+    one term. --between A B lists the items nearest each point on the way from A to B.
+
+    \b
+    Example:
+      latentsearch explore photos '"beach" + #42 - "people"' -k 5
+      latentsearch explore photos --between '"sunrise"' '#42' --steps 7 -k 1
+      latentsearch explore papers '"protein folding"' --mmr 0.5 -k 10
+    """
+    from .collection import Collection
+    from .query.latent import parse_expression
+
+    if (expression is None) == (between is None):
+        raise click.UsageError("give an EXPRESSION or --between A B (one of them)")
+    if between is not None and lambda_ is not None:
+        raise click.UsageError("--mmr goes with an EXPRESSION, not with --between")
+    with Collection.open(collection) as col:
+        if between is not None:
+            a, b = (_explore_term(x) for x in between)
+            walk = col.interpolate(a, b, steps=steps, k=k or 1)
+            if as_json:
+                echo_json([{"t": t, "hits": [h.to_dict() for h in hits]} for t, hits in walk])
+                return
+            for t, hits in walk:
+                for hit in hits:
+                    click.echo(f"t={t:.2f}  {hit.score:.4f}  {hit.id}  {_source_label(hit)}  {hit.snippet(60)}")
+            return
+        terms = parse_expression(expression)  # type: ignore[arg-type]
+        k = k or 10
+        if lambda_ is not None:
+            if len(terms) != 1 or terms[0][1] != 1.0:
+                raise click.UsageError("--mmr takes one term, such as '\"protein folding\"' or '#42'")
+            hits = col.search_mmr(terms[0][0], k=k, fetch_k=max(fetch_k, k), lambda_=lambda_)
+        else:
+            hits = col.search_combination(terms, k=k)
+    if as_json:
+        echo_json([h.to_dict() for h in hits])
+        return
+    for rank, hit in enumerate(hits, start=1):
+        click.echo(f"{rank:>3}  {hit.score:.4f}  {hit.id}  {_source_label(hit)}  {hit.snippet(60)}")
+    if not hits:
+        click.echo("no results (the collection is empty)")
+
+
+def _explore_term(text: str) -> Any:
+    """A --between end: '#ID' an item, a quoted or plain text, or an existing image file."""
+    from .query.latent import parse_expression
+
+    stripped = text.strip()
+    if stripped[:1] in ("'", '"', "#"):
+        terms = parse_expression(stripped)
+        if len(terms) == 1 and terms[0][1] == 1.0:
+            return terms[0][0]
+        raise click.UsageError(f"--between takes one text, #ID or image path each, not {text!r}")
+    path = Path(stripped).expanduser()
+    return path if path.is_file() else text
 
 
 @cli.command()

@@ -34,6 +34,7 @@ from .ingest.pipeline import run_ingest
 from .ingest.records import Record, make_records, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.filtered import FilteredSearcher, FilterStats
+from .query.hybrid import HYBRID_DEPTH, MODES, hits_from_ranked, rrf
 from .query.search import QueryVectors, best_per_document, to_hits
 from .stores.filters import check_where
 from .stores.sql import SqlStore, sqlite_url
@@ -433,7 +434,13 @@ class Collection:
         return [found[int(i)] for i in ids if int(i) in found]
 
     def search(
-        self, query: Any, k: int = 10, group_by: str | None = None, where: Mapping[str, Any] | None = None
+        self,
+        query: Any,
+        k: int = 10,
+        group_by: str | None = None,
+        where: Mapping[str, Any] | None = None,
+        mode: str = "dense",
+        hybrid_weights: Sequence[float] = (1.0, 1.0),
     ) -> list[Hit]:
         """The ``k`` nearest items to a text, a PIL image, an image ``Path``, a vector or an item id.
 
@@ -441,10 +448,16 @@ class Collection:
         ``where`` keeps only the items a filter matches (see :mod:`latentsearch.stores.filters`),
         e.g. ``{"topic": "space", "year": {"$gte": 2020}}``; ``k`` hits come back whenever ``k``
         items match, and :attr:`last_filter_stats` says how many matched.
+
+        ``mode="lexical"`` ranks by the words of a text query with the store's full-text index
+        (BM25 on SQLite, idf-weighted ``ts_rank`` on PostgreSQL; any word may match); ``mode="hybrid"``
+        fuses the dense and lexical rankings by reciprocal rank fusion, each side weighted by
+        ``hybrid_weights`` (dense, lexical), and the hits' scores are the fused scores.
+        See :mod:`latentsearch.query.hybrid`.
         """
         if isinstance(query, np.ndarray) and query.ndim > 1 and query.shape[0] != 1:
             raise InvalidInputError(f"search() takes one query; for {query.shape[0]} vectors use search_batch()")
-        return self.search_batch([query], k, group_by, where)[0]
+        return self.search_batch([query], k, group_by, where, mode, hybrid_weights)[0]
 
     def search_batch(
         self,
@@ -452,25 +465,88 @@ class Collection:
         k: int = 10,
         group_by: str | None = None,
         where: Mapping[str, Any] | None = None,
+        mode: str = "dense",
+        hybrid_weights: Sequence[float] = (1.0, 1.0),
     ) -> list[list[Hit]]:
         """One list of hits per query; queries are encoded together and searched in one call.
-        ``where`` filters every query alike (see :meth:`search`)."""
+        ``where``, ``mode`` and ``hybrid_weights`` apply to every query alike (see :meth:`search`)."""
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k <= 0:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         if group_by not in (None, "document"):
             raise InvalidInputError(f"group_by must be 'document' or None, not {group_by!r}")
+        if mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if where is not None:
             check_where(where, self.store.engine.dialect.name)  # before encoding: fail fast
         k = int(k)
+        if mode != "dense":
+            weights = self._check_lexical(queries, mode, hybrid_weights)
+        if mode == "lexical":
+            hits = self._lexical_hits(queries, k, group_by, where)
+            self.last_filter_stats = FilterStats(self.store.count_where(where), "lexical") if where else None
+            return hits
         index = self.index
         qv = QueryVectors.build(queries, self)
         searcher = FilteredSearcher(index, self.store, where, self.config.metric) if where else None
-        if searcher is None:
-            hits = self._hits(index.search, index.ntotal, qv, k, group_by)
+        search, total = (index.search, index.ntotal) if searcher is None else (searcher.search, searcher.matches)
+        if mode == "dense":
+            hits = self._hits(search, total, qv, k, group_by)
         else:
-            hits = self._hits(searcher.search, searcher.matches, qv, k, group_by)
+            depth = max(HYBRID_DEPTH, 4 * k if group_by else k)
+            dense = self._hits(search, total, qv, depth, None)
+            lexical = [self.store.lexical_search(q, depth, where) for q in queries]
+            fused = [
+                rrf([[h.id for h in d], [i for i, _ in lx]], weights)[: depth if group_by else k]
+                for d, lx in zip(dense, lexical)
+            ]
+            hits = hits_from_ranked(fused, self.store)
+            if group_by:
+                hits = [best_per_document(row, k) for row in hits]
         self.last_filter_stats = searcher.stats if searcher else None
         return hits
+
+    def _check_lexical(self, queries: Sequence[Any], mode: str, weights: Sequence[float]) -> tuple[float, float]:
+        """The hybrid weights, after checking that lexical search can run on these queries."""
+        if isinstance(queries, (str, bytes)):
+            raise InvalidInputError("search_batch() takes a list of queries, not a single one")
+        for q in queries:
+            if not isinstance(q, str):
+                raise InvalidInputError(
+                    f"{mode} search needs text queries, not a {type(q).__name__}; use mode='dense'"
+                )
+        try:
+            w = tuple(float(x) for x in weights)
+        except (TypeError, ValueError):
+            w = ()
+        if len(w) != 2 or not all(np.isfinite(x) and x >= 0 for x in w) or not any(w):
+            raise InvalidInputError(
+                f"hybrid_weights must be two non-negative numbers (dense, lexical), not both 0; got {weights!r}"
+            )
+        if not self.store.has_fulltext():
+            raise InvalidInputError(
+                f"the collection at {self.path} has no full-text index (it was made by an older version "
+                f"of latentsearch); create it again to use {mode} search"
+            )
+        return w  # type: ignore[return-value]
+
+    def _lexical_hits(
+        self, queries: Sequence[str], k: int, group_by: str | None, where: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        out = []
+        for q in queries:
+            depth = 4 * k if group_by else k
+            while True:
+                ranked = self.store.lexical_search(q, depth, where)
+                row = hits_from_ranked([ranked], self.store)[0]
+                if group_by is None:
+                    out.append(row[:k])
+                    break
+                grouped = best_per_document(row, k)
+                if len(grouped) >= k or len(ranked) < depth:
+                    out.append(grouped)
+                    break
+                depth *= 4
+        return out
 
     def _hits(
         self, search: SearchFn, total: int, qv: QueryVectors, k: int, group_by: str | None
@@ -519,6 +595,41 @@ class Collection:
         hits = [h for h in hits if h.id in by_id]
         matrix = np.stack([by_id[h.id] for h in hits]) if hits else np.zeros((0, self.config.dim))
         return group_hits(hits, matrix, n_clusters=n_clusters, seed=seed)
+
+    # -- latent-space queries (the work is in query/latent.py) ----------------------------------
+
+    def search_combination(
+        self, terms: Any, k: int = 10, where: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """The ``k`` items nearest a weighted sum of queries, e.g.
+        ``[("beach", 1.0), (42, 1.0), ("people", -1.0)]`` or the string
+        ``'"beach" + #42 - "people"'``; each query is anything :meth:`search` takes (for the
+        cosine metric each is normalised before summing). Items given by id are left out."""
+        from .query.latent import combination_search
+
+        return combination_search(self, terms, k, where)
+
+    def interpolate(self, a: Any, b: Any, steps: int = 5, k: int = 1) -> list[tuple[float, list[Hit]]]:
+        """``(t, hits)`` for ``steps`` points t from ``a`` (0) to ``b`` (1): the ``k`` items
+        nearest each point, spherically interpolated for the cosine metric, linearly otherwise."""
+        from .query.latent import interpolation_search
+
+        return interpolation_search(self, a, b, steps, k)
+
+    def search_mmr(
+        self,
+        query: Any,
+        k: int = 10,
+        fetch_k: int = 50,
+        lambda_: float = 0.5,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """``k`` of the ``fetch_k`` nearest items to ``query`` chosen by maximal marginal
+        relevance (cosine similarity of the stored vectors): ``lambda_=1`` keeps the plain
+        search order, lower values trade relevance for variety."""
+        from .query.latent import mmr_search
+
+        return mmr_search(self, query, k, fetch_k, lambda_, where)
 
     def info(self) -> dict[str, Any]:
         index = self.index

@@ -42,8 +42,10 @@ def beir_quality(
     split: str = "test",
     ks: tuple[int, ...] = DEFAULT_KS,
     batch_size: int = 64,
+    mode: str = "dense",
 ) -> QualityResult:
-    """Index the corpus into ``collection_path`` (unless it holds a collection) and score the split."""
+    """Index the corpus into ``collection_path`` (unless it holds a collection) and score the split,
+    searching with ``mode`` (``dense``, ``lexical`` or ``hybrid``; see :meth:`Collection.search`)."""
     from ..collection import Collection
     from ..config import manifest_path
 
@@ -66,7 +68,7 @@ def beir_quality(
         depth = max(ks)
         for start in range(0, len(qids), 256):
             chunk = qids[start : start + 256]
-            hits = col.search_batch([dataset.queries[q] for q in chunk], k=depth)
+            hits = col.search_batch([dataset.queries[q] for q in chunk], k=depth, mode=mode)
             for qid, row in zip(chunk, hits):
                 run[qid] = {h.key: h.score for h in row if h.key is not None}
         search_seconds = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    cast,
+    column,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    literal,
+    literal_column,
+    select,
+    table,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -21,6 +40,8 @@ from .filters import compile_where
 from .models import Base, Change, Info
 from .models import Item as ItemRow
 
+FTS_TABLE = "items_fts"  # SQLite: the FTS5 index over items.text
+TSV_COLUMN = "text_tsv"  # PostgreSQL: the generated tsvector column of items
 BATCH = 10_000  # ids per IN (...) clause: well under SQLite's limit of 32,766 variables
 
 
@@ -60,6 +81,11 @@ def _hide_password(url: str) -> str:
         return url.split(":", 1)[0] + ":…"
 
 
+def _idf(total: int, matching: int) -> float:
+    """BM25's inverse document frequency (Lucene's form, never negative)."""
+    return math.log(1 + (total - matching + 0.5) / (matching + 0.5))
+
+
 def _chunks(values: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -83,6 +109,7 @@ class SqlStore:
             engine = engine.execution_options(schema_translate_map={None: schema})
         self.engine: Engine = engine
         self._writer_conn: Connection | None = None
+        self._fulltext: bool | None = None
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -93,11 +120,126 @@ class SqlStore:
                 if self.schema:
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
                 Base.metadata.create_all(conn)
+                self._create_fulltext(conn)
             with Session(self.engine) as session, session.begin():
                 for name, value in info.items():
                     session.merge(Info(name=name, value=value))
         except SQLAlchemyError as exc:
             raise LatentSearchError(f"cannot create the store at {self.safe_url}: {exc}") from exc
+
+    def _create_fulltext(self, conn: Connection) -> None:
+        """The full-text index over ``items.text`` (see :mod:`latentsearch.query.hybrid`)."""
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            # External content: the index stores only tokens; triggers keep it in step with items.
+            conn.exec_driver_sql(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
+                f"text, content='items', content_rowid='id', tokenize='porter unicode61')"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_ai AFTER INSERT ON items BEGIN "
+                f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.id, new.text); END"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_ad AFTER DELETE ON items BEGIN "
+                f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text); END"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_au AFTER UPDATE OF text ON items BEGIN "
+                f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text); "
+                f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.id, new.text); END"
+            )
+        elif dialect == "postgresql":
+            items = f'"{self.schema}".items' if self.schema else "items"
+            conn.exec_driver_sql(
+                f"ALTER TABLE {items} ADD COLUMN IF NOT EXISTS {TSV_COLUMN} tsvector "
+                f"GENERATED ALWAYS AS (to_tsvector('english', coalesce(text, ''))) STORED"
+            )
+            conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS items_{TSV_COLUMN}_idx ON {items} USING GIN ({TSV_COLUMN})")
+
+    def has_fulltext(self) -> bool:
+        """Whether the store has the full-text index (collections made before it had none)."""
+        if self._fulltext is None:
+            try:
+                if self.engine.dialect.name == "sqlite":
+                    with self.engine.connect() as conn:
+                        found = conn.exec_driver_sql(
+                            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (FTS_TABLE,)
+                        ).first()
+                    self._fulltext = found is not None
+                elif self.engine.dialect.name == "postgresql":
+                    columns = inspect(self.engine).get_columns("items", schema=self.schema)
+                    self._fulltext = any(c["name"] == TSV_COLUMN for c in columns)
+                else:
+                    self._fulltext = False
+            except SQLAlchemyError as exc:
+                raise CorruptCollectionError(f"cannot read the store at {self.safe_url}: {exc}") from exc
+        return self._fulltext
+
+    def lexical_search(
+        self, query: str, limit: int, where: Mapping[str, Any] | None = None
+    ) -> list[tuple[int, float]]:
+        """``(id, score)`` of the ``limit`` items whose text best matches ``query``, best first.
+
+        Any query word may match (OR): SQLite ranks by FTS5's ``bm25()`` (score ``-bm25``, higher
+        is better), PostgreSQL by the sum over query words of idf x ``ts_rank(..., 1)`` (BM25's idf
+        from GIN-index counts: plain ``ts_rank``/``ts_rank_cd`` have no idf and score far lower
+        on SciFact). The query is never parsed as query syntax:
+        each word is quoted (see :mod:`latentsearch.query.hybrid`). ``where`` filters as in
+        :meth:`count_where`.
+        """
+        from ..query.hybrid import MAX_TERMS, fts5_query, tsquery_or
+
+        if not self.has_fulltext():
+            raise LatentSearchError(
+                f"the store at {self.safe_url} has no full-text index (it was made by an older version "
+                "of latentsearch); create the collection again to use lexical or hybrid search"
+            )
+        dialect = self.engine.dialect.name
+        condition = compile_where(where, dialect)
+        with Session(self.engine) as session:
+            if dialect == "sqlite":
+                match = fts5_query(query)
+                if match is None:
+                    return []
+                fts = table(FTS_TABLE, column("rowid"))
+                rank = func.bm25(literal_column(FTS_TABLE))
+                stmt = (
+                    select(ItemRow.id, rank)
+                    .join_from(fts, ItemRow, ItemRow.id == fts.c.rowid)
+                    .where(literal_column(FTS_TABLE).op("MATCH")(match), condition)
+                    .order_by(rank, ItemRow.id)
+                    .limit(limit)
+                )
+                return [(int(i), -float(r)) for i, r in session.execute(stmt)]
+            lexemes = session.scalar(
+                select(func.tsvector_to_array(func.to_tsvector(literal_column("'english'"), query)))
+            )
+            terms = [t for t in (tsquery_or([lex]) for lex in (lexemes or [])[:MAX_TERMS]) if t]
+            if not terms:
+                return []
+            tsv = literal_column(f"items.{TSV_COLUMN}")
+            one = [cast(bindparam(f"t{i}", t), TSQUERY) for i, t in enumerate(terms)]
+            # Document frequencies (GIN index lookups) for BM25's idf; ts_rank alone has no idf.
+            counts = session.execute(
+                select(
+                    select(func.count()).select_from(ItemRow).scalar_subquery(),
+                    *(select(func.count()).select_from(ItemRow).where(tsv.op("@@")(q)).scalar_subquery() for q in one),
+                )
+            ).one()
+            total = int(counts[0])
+            score = sum(
+                (literal(_idf(total, int(n))) * func.ts_rank(tsv, q, 1) for q, n in zip(one, counts[1:])),
+                literal(0.0),
+            )
+            anyterm = cast(bindparam("tsq", " | ".join(terms)), TSQUERY)
+            stmt = (
+                select(ItemRow.id, score.label("score"))
+                .where(tsv.op("@@")(anyterm), condition)
+                .order_by(literal_column("score").desc(), ItemRow.id)
+                .limit(limit)
+            )
+            return [(int(i), float(r)) for i, r in session.execute(stmt)]
 
     def exists(self) -> bool:
         try:
@@ -124,6 +266,8 @@ class SqlStore:
     def drop(self) -> None:
         """Remove the tables (and the schema); for external databases when a collection is deleted."""
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {FTS_TABLE}")
             Base.metadata.drop_all(conn)
             if self.schema:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
