@@ -470,6 +470,77 @@ def _explore_term(text: str) -> Any:
 
 @cli.command()
 @collection_argument
+@click.option("-n", "--clusters", "n_clusters", required=True, type=click.IntRange(min=1), help="How many clusters.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of k-means.")
+@click.option("--sample", default=None, type=click.IntRange(min=1), help="Train k-means on this many vectors [default: up to 100,000].")
+@click.option("--wait", default=10.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another writer to finish.")
+@json_option
+def cluster(collection: Path, n_clusters: int, seed: int, sample: int | None, wait: float, as_json: bool) -> None:
+    """Cluster all of COLLECTION into N labelled groups (k-means) and store them.
+
+    Items then filter by cluster (--where '{"cluster": 3}'); items added later get
+    a cluster when clusters are next read.
+
+    \b
+    Example:
+      latentsearch cluster papers -n 20
+      latentsearch cluster notes -n 5 --json
+    """
+    from .collection import Collection
+
+    with Collection.open(collection) as col:
+        col.lock_timeout = wait
+        groups = col.cluster(n_clusters, seed=seed, sample=sample)
+    if as_json:
+        echo_json([g.to_dict() for g in groups])
+        return
+    from rich.table import Table
+
+    table = Table("id", "size", "label", "representative")
+    for g in groups:
+        rep = g.representatives[0] if g.representatives else None
+        snippet = ""
+        if rep is not None:
+            text = " ".join((rep.text or rep.source or rep.key or f"#{rep.id}").split())
+            snippet = text if len(text) <= 60 else text[:59] + "…"
+        table.add_row(str(g.id), str(g.size), g.label, snippet)
+    _stdout().print(table)
+
+
+@cli.command(name="map")
+@collection_argument
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write.")
+@click.option("--query", default=None, help="Mark this text query with a star.")
+@click.option("--sample", default=5000, show_default=True, type=click.IntRange(min=1), help="Plot at most this many items.")
+@click.option("--umap", "use_umap", is_flag=True, help="Project with UMAP (needs umap-learn) instead of PCA.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the sample and k-means.")
+@json_option
+def map_(collection: Path, output: Path, query: str | None, sample: int, use_umap: bool, seed: int, as_json: bool) -> None:
+    """Draw COLLECTION as a 2-D scatter coloured by cluster (PNG).
+
+    Colours come from the stored clustering (`latentsearch cluster`), else a quick k-means.
+
+    \b
+    Example:
+      latentsearch map papers -o papers.png --query "protein folding"
+    """
+    from .collection import Collection
+    from .query.map import render_map
+
+    with Collection.open(collection) as col:
+        result = render_map(col, output, query=query, sample=sample, use_umap=use_umap, seed=seed)
+    if as_json:
+        echo_json({
+            "path": str(result.path), "points": result.points, "projection": result.projection,
+            "stored_clustering": result.stored_clustering,
+            "clusters": {str(k): v for k, v in result.clusters.items()},
+        })
+        return
+    click.echo(f"wrote {result.path} ({result.points} items, {result.projection.upper()}, {len(result.clusters)} clusters)")
+
+
+@cli.command()
+@collection_argument
 @json_option
 def info(collection: Path, as_json: bool) -> None:
     """Describe COLLECTION: encoder, dimension, metric, index, size, store.

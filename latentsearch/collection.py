@@ -478,6 +478,7 @@ class Collection:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if where is not None:
             check_where(where, self.store.engine.dialect.name)  # before encoding: fail fast
+            self._prepare_cluster_filter(where)
         k = int(k)
         if mode != "dense":
             weights = self._check_lexical(queries, mode, hybrid_weights)
@@ -630,6 +631,55 @@ class Collection:
         from .query.latent import mmr_search
 
         return mmr_search(self, query, k, fetch_k, lambda_, where)
+
+    # -- corpus clusters (the work is in query/corpus_clusters.py) -------------------------------
+
+    def cluster(self, n: int, seed: int = 0, sample: int | None = None) -> list[Any]:
+        """Cluster every stored vector into ``n`` clusters with FAISS k-means (spherical for
+        cosine; trained on ``sample`` vectors, at most 100,000 unless told, then every item
+        assigned), store centroids, labels and assignments (replacing any previous
+        clustering) and return their summary, largest first: each a
+        :class:`~latentsearch.query.corpus_clusters.CorpusCluster` with id, label, size and the
+        items nearest its centroid. Later adds get a cluster lazily (see :meth:`assign_new`)."""
+        from .query.corpus_clusters import cluster_corpus
+
+        self._writer()  # one writer: no add lands between reading the vectors and the change seq
+        return cluster_corpus(self, n, seed, sample)
+
+    def assign_new(self) -> int:
+        """Give items added or updated since the clustering their nearest cluster (and forget
+        deleted ones); returns how many. Cluster reads do this first, so adds stay as fast as
+        without a clustering; call it to do the work at a time of your choosing."""
+        from .query.corpus_clusters import assign_new
+
+        return assign_new(self)
+
+    def corpus_clusters(self) -> list[Any]:
+        """The stored clustering's summary by id ([] when the collection was never clustered)."""
+        from .query.corpus_clusters import stored_clusters
+
+        return stored_clusters(self)
+
+    def nearest_clusters(self, query: Any, k: int = 3) -> list[Any]:
+        """The ``k`` stored clusters whose centroids are nearest ``query`` (anything
+        :meth:`search` takes), nearest first, each with its ``score``."""
+        from .query.corpus_clusters import nearest_clusters
+
+        return nearest_clusters(self, query, k)
+
+    def cluster_members(self, cluster_id: int, limit: int | None = 100) -> list[Item]:
+        """Up to ``limit`` items of a stored cluster, in id order."""
+        from .query.corpus_clusters import members
+
+        return members(self, cluster_id, limit)
+
+    def _prepare_cluster_filter(self, where: Mapping[str, Any] | None) -> None:
+        """A ``cluster`` filter reads the assignments: make sure they exist and are current."""
+        from .query.corpus_clusters import assign_new, mentions_cluster
+
+        if where and mentions_cluster(where):
+            self.store.ensure_cluster_tables()
+            assign_new(self)
 
     def info(self) -> dict[str, Any]:
         index = self.index

@@ -3,7 +3,7 @@
     {"topic": "space", "year": {"$gte": 2020}, "$or": [{"lang": "en"}, {"lang": {"$exists": False}}]}
 
 A key is a built-in field (``id``, ``key``, ``source``, ``modality``, ``document``,
-``added_at``) or a metadata key, nested with dots (``"a.b"``); ``"metadata.source"`` reaches a
+``added_at``, ``cluster``) or a metadata key, nested with dots (``"a.b"``); ``"metadata.source"`` reaches a
 metadata key that shares a built-in's name. Operators: ``$eq $ne $gt $gte $lt $lte $in $nin
 $exists $not`` on a key, ``$and $or $not`` around filters. A bare value means ``$eq``.
 
@@ -12,6 +12,10 @@ strings, a boolean matches booleans; a value of another type simply does not mat
 is not ``3``). ``None`` matches JSON null and a missing key. ``$ne``, ``$nin`` and ``$not``
 match whatever the positive form does not, missing keys included (as in MongoDB).
 Strings order by code point on every database.
+
+``cluster`` is the id of the item's cluster in the stored corpus clustering
+(:meth:`Collection.cluster`), compiled as ``items.id IN (SELECT item_id FROM assignments WHERE
+cluster_id ...)``; ``{"cluster": None}`` matches items without a cluster.
 
 Every value is a bound parameter, and keys reach SQL only as JSON path elements through
 SQLAlchemy's JSON API, so the same filter means the same on SQLite and PostgreSQL.
@@ -43,11 +47,12 @@ from sqlalchemy import (
     func,
     not_,
     or_,
+    select,
     true,
 )
 
 from ..errors import InvalidInputError
-from .models import Item
+from .models import Assignment, Item
 
 COMPARISONS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$not")
 LOGICAL = ("$and", "$or", "$not")
@@ -59,6 +64,7 @@ BUILTINS: dict[str, type] = {
     "modality": str,
     "document": str,
     "added_at": datetime,
+    "cluster": int,
 }
 METADATA_PREFIX = "metadata."
 MAX_IN = 10_000  # values in one $in/$nin: well under SQLite's and PostgreSQL's parameter limits
@@ -259,7 +265,15 @@ class _Field:
 
     # -- the operators ------------------------------------------------------------------------
 
+    def _in_cluster(self, condition: Any) -> ColumnElement[bool]:
+        """Items whose assignment matches ``condition`` (on ``assignments.cluster_id``)."""
+        return Item.id.in_(select(Assignment.item_id).where(condition))
+
     def equals(self, value: Any) -> ColumnElement[bool]:
+        if self.name == "cluster":
+            if value is None:
+                return _negate(self._in_cluster(true()))
+            return self._in_cluster(Assignment.cluster_id == value)
         if self.builtin is not None:
             return self.column.is_(None) if value is None else self.column == value
         if value is None:
@@ -270,6 +284,8 @@ class _Field:
         if value is None or isinstance(value, bool):
             raise InvalidInputError(f"{at} compares with {_kind(value)}; use a number or a string")
         method = ORDERING[op]
+        if self.name == "cluster":
+            return self._in_cluster(getattr(Assignment.cluster_id, method)(value))
         if self.builtin is not None:
             column = self._ordered(self.column) if self.builtin is str else self.column
             return getattr(column, method)(value)
@@ -286,7 +302,10 @@ class _Field:
         if any(v is None for v in values):
             parts.append(self.equals(None))
         present = [v for v in dict.fromkeys((type(v), v) for v in values if v is not None)]
-        if self.builtin is not None:
+        if self.name == "cluster":
+            if present:
+                parts.append(self._in_cluster(Assignment.cluster_id.in_([v for _, v in present])))
+        elif self.builtin is not None:
             if present:
                 parts.append(self.column.in_([v for _, v in present]))
         else:
@@ -297,6 +316,8 @@ class _Field:
         return parts[0] if len(parts) == 1 else or_(*parts)
 
     def exists(self) -> ColumnElement[bool]:
+        if self.name == "cluster":
+            return self._in_cluster(true())
         if self.builtin is not None:
             return self.column.is_not(None)
         return self._type().is_not(None)
@@ -327,7 +348,7 @@ def _builtin_value(value: Any, at: str, field: _Field) -> Any:
         return None
     if field.builtin is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInputError(f"{at}: id is an integer, not {_kind(value)}")
+            raise InvalidInputError(f"{at}: {field.name} is an integer, not {_kind(value)}")
         return value
     if field.builtin is str:
         if not isinstance(value, str):

@@ -59,3 +59,32 @@ class Info(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class ClusterBase(DeclarativeBase):
+    """The corpus clustering's tables (see :mod:`latentsearch.query.corpus_clusters`).
+
+    Kept out of :class:`Base` so stores made before them open and check as before: they are
+    created when a collection is first clustered (or a ``cluster`` filter is first used).
+    """
+
+
+class ClusterRow(ClusterBase):
+    """One cluster of the stored clustering: its centroid, label, size and representatives."""
+
+    __tablename__ = "clusters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    label: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    centroid: Mapped[bytes] = mapped_column(LargeBinary)  # float32, the collection's dimension
+    representatives: Mapped[list[int]] = mapped_column(Json, default=list)  # item ids, nearest first
+
+
+class Assignment(ClusterBase):
+    """The cluster each item belongs to (items.id -> clusters.id)."""
+
+    __tablename__ = "assignments"
+
+    item_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    cluster_id: Mapped[int] = mapped_column(Integer, index=True)
