@@ -1,0 +1,373 @@
+"""latentsearch against its peers on the same vectors and metadata, side by side in one run.
+
+    python benchmarks/peers.py                        # 50,000 x 128 clustered vectors, 1,000 queries
+    python benchmarks/peers.py --n 20000 --queries 500
+
+The data is seeded and synthetic: points around 100 centres, L2-normalised, searched by cosine
+similarity, each with a metadata field ``bucket`` in 0..99 drawn uniformly, so ``bucket == 7``
+selects about 1% of the rows. Every system gets the same vectors, ids, metadata and queries:
+
+* **latentsearch**: ``index="auto"`` (its default; exact ``Flat`` below 100,000 vectors) and
+  ``HNSW32`` (its own efSearch default of 128). Filter: ``search_batch(..., where={"bucket": 7})``.
+* **raw FAISS**: ``IndexHNSWFlat(d, 32, METRIC_INNER_PRODUCT)`` at FAISS's defaults
+  (efConstruction 40, efSearch 16) and at efSearch 128. Filter: ``IDSelectorBatch`` in
+  ``SearchParametersHNSW``.
+* **hnswlib**: ``space="cosine"``, ``init_index`` defaults (M 16, ef_construction 200), query ef
+  at its default of 10 and at 128. Filter: ``knn_query(..., filter=callable)`` (one thread, as
+  hnswlib's README advises for Python filters).
+* **Chroma**: ``PersistentClient`` in a temporary folder, a collection with cosine space
+  (collection metadata ``hnsw:space``), added in batches of the client's maximum batch size;
+  ``hnsw:search_ef`` at its default (100 in Chroma 1.x; 10 in 0.x) and at 128 (a second collection, as Chroma fixes HNSW
+  parameters at creation). Filter: ``query(..., where={"bucket": 7})``.
+* **LanceDB**: a local dataset in a temporary folder; searched first without an index (brute
+  force, what LanceDB recommends below roughly 100k rows) and, when the table has at least
+  ``--lance-index-min`` rows, after ``create_index(metric="cosine")`` with LanceDB's defaults
+  (IVF_PQ, its default partitions and sub-vectors; default nprobes) and with ``nprobes(64)`` +
+  ``refine_factor(10)``. Filter: ``.where("bucket = 7", prefilter=True)``. LanceDB is searched
+  one query at a time (its Python API has no batched vector query); the others in one batch.
+
+Reported per system and setting: ingest seconds (index build included; rows that reuse an
+already-ingested dataset say so), recall@10 against exact numpy brute force, queries/s, and
+filtered recall@10 against the exact filtered top 10 with the mean and minimum number of results
+returned per query. Peers that fail to import are listed as "not installed", never skipped
+silently. Prints a table and writes benchmarks/results/peers.json.
+"""
+
+# ruff: noqa: B023  (each closure is called within its own loop iteration)
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_table, write_result
+
+from latentsearch.evaluation.metrics import recall_against_exact
+
+K = 10
+BUCKET = 7
+BEST_EF = 128
+
+Row = dict[str, Any]
+
+
+class Data:
+    """The seeded corpus, queries, metadata and exact answers that every system is measured on."""
+
+    def __init__(self, n: int, dim: int, nq: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        centres = rng.normal(size=(100, dim)).astype(np.float32)
+        xb = centres[rng.integers(0, 100, n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+        xq = centres[rng.integers(0, 100, nq)] + 0.6 * rng.normal(size=(nq, dim)).astype(np.float32)
+        self.xb = normalise(xb)
+        self.xq = normalise(xq)
+        self.bucket = rng.integers(0, 100, n).astype(np.int64)
+        self.ids = np.arange(n, dtype=np.int64)
+        self.n, self.dim, self.nq = n, dim, nq
+        self.exact = exact_topk(self.xq, self.xb, K)
+        self.selected = np.flatnonzero(self.bucket == BUCKET)
+        sub = exact_topk(self.xq, self.xb[self.selected], min(K, len(self.selected)))
+        self.exact_filtered = np.full((nq, K), -1, dtype=np.int64)
+        self.exact_filtered[:, : sub.shape[1]] = self.selected[sub]
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
+
+
+def exact_topk(xq: np.ndarray, xb: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k by inner product (cosine on normalised vectors), best first, in query blocks."""
+    out = np.empty((len(xq), k), dtype=np.int64)
+    for s in range(0, len(xq), 256):
+        scores = xq[s : s + 256] @ xb.T
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        out[s : s + 256] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def pad(results: list[list[int]]) -> np.ndarray:
+    """Lists of ids (possibly short) as an (nq, K) array padded with -1."""
+    out = np.full((len(results), K), -1, dtype=np.int64)
+    for i, r in enumerate(results):
+        r = list(r)[:K]
+        out[i, : len(r)] = r
+    return out
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
+def row(system: str, setting: str, data: Data, ingest: float | None, search: Callable[[], np.ndarray],
+        filtered: Callable[[], np.ndarray] | None, note: str = "") -> Row:
+    """Measure one setting: the unfiltered search (timed, for queries/s) and the filtered one."""
+    ids, seconds = timed(search)
+    out: Row = {
+        "system": system, "setting": setting, "ingest_seconds": None if ingest is None else round(ingest, 2),
+        "recall_at_10": round(recall_against_exact(ids, data.exact, K), 4), "qps": round(data.nq / seconds, 1),
+        "note": note,
+    }
+    if filtered is not None:
+        fids, fseconds = timed(filtered)
+        counts = (fids != -1).sum(axis=1)
+        wrong = int(np.count_nonzero((fids != -1) & (data.bucket[np.clip(fids, 0, None)] != BUCKET)))
+        out.update({
+            "filtered_recall_at_10": round(recall_against_exact(fids, data.exact_filtered, K), 4),
+            "filtered_results_mean": round(float(counts.mean()), 2), "filtered_results_min": int(counts.min()),
+            "filtered_qps": round(data.nq / fseconds, 1), "filtered_wrong_bucket": wrong,
+        })
+    return out
+
+
+# -- the systems ---------------------------------------------------------------------------------
+
+
+def bench_latentsearch(data: Data, tmp: Path) -> list[Row]:
+    import latentsearch
+
+    rows = []
+    for spec, note in (("auto", "default: auto (exact Flat below 100,000 vectors)"),
+                       ("HNSW32", "HNSW32, latentsearch's efSearch default of 128")):
+        def ingest() -> Any:
+            col = latentsearch.create(tmp / f"ls-{spec}", encoder=None, dim=data.dim, index=spec, metric="cosine")
+            new = col.add(data.xb, metadata=[{"bucket": int(b)} for b in data.bucket], batch_size=10_000)
+            col.flush()  # the index is built and its snapshot saved
+            return col, np.asarray(new, dtype=np.int64)
+
+        (col, new_ids), seconds = timed(ingest)
+        position = {int(i): p for p, i in enumerate(new_ids)}
+        queries = list(data.xq)
+
+        def to_pos(hits: list[list[Any]]) -> np.ndarray:
+            return pad([[position[h.id] for h in hs] for hs in hits])
+
+        rows.append(row("latentsearch", f"index={col.index.factory}" if spec == "auto" else spec, data, seconds,
+                        lambda: to_pos(col.search_batch(queries, K)),
+                        lambda: to_pos(col.search_batch(queries, K, where={"bucket": BUCKET})), note))
+        col.close()
+    return rows
+
+
+def bench_faiss(data: Data, tmp: Path) -> list[Row]:
+    import faiss
+
+    def ingest() -> Any:
+        index = faiss.IndexHNSWFlat(data.dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.add(data.xb)
+        return index
+
+    index, seconds = timed(ingest)
+    selector = faiss.IDSelectorBatch(data.selected)
+    rows = []
+    for ef, setting, note in ((index.hnsw.efSearch, "HNSW32 efSearch=16 (default)", "efConstruction 40 (default)"),
+                              (BEST_EF, f"HNSW32 efSearch={BEST_EF}", "same index")):
+        def search(ef: int = ef) -> np.ndarray:
+            return index.search(data.xq, K, params=faiss.SearchParametersHNSW(efSearch=ef))[1]
+
+        def filtered(ef: int = ef) -> np.ndarray:
+            return index.search(data.xq, K, params=faiss.SearchParametersHNSW(sel=selector, efSearch=ef))[1]
+
+        rows.append(row("raw FAISS", setting, data, seconds if not rows else None, search, filtered, note))
+    return rows
+
+
+def bench_hnswlib(data: Data, tmp: Path) -> list[Row]:
+    import hnswlib
+
+    def ingest() -> Any:
+        index = hnswlib.Index(space="cosine", dim=data.dim)
+        index.init_index(max_elements=data.n)  # defaults: M=16, ef_construction=200
+        index.add_items(data.xb, data.ids)
+        return index
+
+    index, seconds = timed(ingest)
+    keep = set(data.selected.tolist())
+    k_filtered = min(K, len(keep))  # hnswlib cannot return k results when fewer than k match
+    rows = []
+    for ef, setting in ((10, "M=16 ef=10 (default)"), (BEST_EF, f"M=16 ef={BEST_EF}")):
+        def search(ef: int = ef) -> np.ndarray:
+            index.set_ef(ef)
+            return index.knn_query(data.xq, k=K)[0].astype(np.int64)
+
+        errors = [0]
+
+        def filtered(ef: int = ef) -> np.ndarray:
+            # Per query: hnswlib raises RuntimeError when it finds fewer than k matches, and one
+            # such query would void a whole batch. A query that raises counts as 0 results.
+            index.set_ef(ef)
+            out = []
+            for q in data.xq:
+                try:
+                    labels, _ = index.knn_query(q, k=k_filtered, filter=lambda label: label in keep, num_threads=1)
+                    out.append(labels[0].tolist())
+                except RuntimeError:
+                    errors[0] += 1
+                    out.append([])
+            return pad(out)
+
+        r = row("hnswlib", setting, data, seconds if not rows else None, search, filtered,
+                "ef_construction 200 (default); filter: Python callable, 1 thread, one query per call")
+        if k_filtered < K:
+            r["note"] += f"; filtered k={k_filtered} (only {k_filtered} rows match)"
+        if errors[0]:
+            r["note"] += f"; {errors[0]} filtered queries raised RuntimeError (fewer than k found), counted as 0 results"
+        rows.append(r)
+    return rows
+
+
+def bench_chroma(data: Data, tmp: Path) -> list[Row]:
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(tmp / "chroma"))
+    batch = client.get_max_batch_size() if hasattr(client, "get_max_batch_size") else 5000
+    str_ids = [str(i) for i in data.ids]
+    metas = [{"bucket": int(b)} for b in data.bucket]
+    queries = data.xq.tolist()
+    rows = []
+    for name, meta, setting in (("default", {"hnsw:space": "cosine"}, "hnsw:search_ef default (100 in Chroma 1.x)"),
+                                ("best", {"hnsw:space": "cosine", "hnsw:search_ef": BEST_EF},
+                                 f"hnsw:search_ef={BEST_EF}")):
+        def ingest() -> Any:
+            col = client.create_collection(f"bench_{name}", metadata=meta)
+            for s in range(0, data.n, batch):
+                col.add(ids=str_ids[s : s + batch], embeddings=data.xb[s : s + batch], metadatas=metas[s : s + batch])
+            return col
+
+        col, seconds = timed(ingest)
+
+        def search(col: Any = col, where: dict | None = None) -> np.ndarray:
+            res = col.query(query_embeddings=queries, n_results=K, where=where, include=["distances"])
+            return pad([[int(i) for i in r] for r in res["ids"]])
+
+        rows.append(row("Chroma", setting, data, seconds, search, lambda col=col: search(col, {"bucket": BUCKET}),
+                        f"PersistentClient, cosine via collection metadata, add batches of {batch}"))
+    return rows
+
+
+def bench_lancedb(data: Data, tmp: Path, index_min: int) -> list[Row]:
+    import lancedb
+    import pyarrow as pa
+
+    db = lancedb.connect(str(tmp / "lance"))
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(data.xb.reshape(-1), type=pa.float32()), data.dim)
+    table = pa.table({"id": pa.array(data.ids), "bucket": pa.array(data.bucket), "vector": vectors})
+    tbl, seconds = timed(lambda: db.create_table("bench", data=table))
+
+    def run(configure: Callable[[Any], Any], where: str | None = None) -> np.ndarray:
+        out = []
+        for q in data.xq:
+            query = tbl.search(q).distance_type("cosine").select(["id", "_distance"]).limit(K)
+            if where is not None:
+                query = query.where(where, prefilter=True)
+            out.append(configure(query).to_arrow()["id"].to_pylist())
+        return pad(out)
+
+    same = lambda query: query
+    filt = f"bucket = {BUCKET}"
+    rows = [row("LanceDB", "no index (brute force)", data, seconds, lambda: run(same), lambda: run(same, filt),
+                "LanceDB's recommendation below ~100k rows; one query per call")]
+    if data.n < index_min:
+        rows.append({"system": "LanceDB", "setting": "IVF_PQ", "note":
+                     f"not built: {data.n} rows < --lance-index-min {index_min} (too few rows to train IVF_PQ)"})
+        return rows
+    _, build = timed(lambda: tbl.create_index(metric="cosine"))  # IVF_PQ with LanceDB's default parameters
+    rows.append(row("LanceDB", "IVF_PQ defaults", data, seconds + build, lambda: run(same), lambda: run(same, filt),
+                    f"create_index(metric='cosine') defaults; index build {build:.1f} s included"))
+    best = lambda query: query.nprobes(64).refine_factor(10)
+    rows.append(row("LanceDB", "IVF_PQ nprobes=64 refine_factor=10", data, None, lambda: run(best),
+                    lambda: run(best, filt), "same index"))
+    return rows
+
+
+PEERS: dict[str, tuple[str, Callable[..., list[Row]]]] = {
+    "latentsearch": ("latentsearch", bench_latentsearch),
+    "raw FAISS": ("faiss-cpu", bench_faiss),
+    "hnswlib": ("hnswlib", bench_hnswlib),
+    "Chroma": ("chromadb", bench_chroma),
+    "LanceDB": ("lancedb", bench_lancedb),
+}
+MODULES = {"latentsearch": "latentsearch", "raw FAISS": "faiss", "hnswlib": "hnswlib", "Chroma": "chromadb",
+           "LanceDB": "lancedb"}
+
+
+def package_version(name: str) -> str | None:
+    for candidate in (name, "faiss-gpu") if name == "faiss-cpu" else (name,):
+        try:
+            return version(candidate)
+        except PackageNotFoundError:
+            pass
+    return None
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--lance-index-min", type=int, default=10_000,
+                        help="build a LanceDB IVF_PQ index only with at least this many rows")
+    parser.add_argument("--only", nargs="*", choices=list(PEERS), help="run only these systems")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    data = Data(args.n, args.dim, args.queries)
+    rows: list[Row] = []
+    installed: dict[str, str | None] = {}
+    for system, (dist, fn) in PEERS.items():
+        if args.only and system not in args.only:
+            continue
+        try:
+            __import__(MODULES[system])
+        except Exception as exc:  # noqa: BLE001  an ImportError, or a broken install that fails while importing
+            installed[system] = None
+            rows.append({"system": system, "setting": "not installed", "note": f"{type(exc).__name__}: {exc}"[:200]})
+            continue
+        installed[system] = package_version(dist)
+        tmp = Path(tempfile.mkdtemp(prefix=f"peers-{dist}-"))
+        try:
+            extra = (args.lance_index_min,) if system == "LanceDB" else ()
+            rows.extend(fn(data, tmp, *extra))
+        except Exception as exc:  # noqa: BLE001  a peer that breaks is reported, not fatal
+            traceback.print_exc()
+            rows.append({"system": system, "setting": "failed", "note": f"{type(exc).__name__}: {exc}"[:200]})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"done: {system}", file=sys.stderr, flush=True)
+
+    table = [[r["system"] + (f" {installed[r['system']]}" if installed.get(r["system"]) else ""), r["setting"],
+              fmt(r.get("ingest_seconds"), ".2f"), fmt(r.get("recall_at_10"), ".4f"), fmt(r.get("qps"), ",.0f"),
+              fmt(r.get("filtered_recall_at_10"), ".4f"),
+              "" if "filtered_results_mean" not in r else f"{r['filtered_results_mean']:.1f} / {r['filtered_results_min']}",
+              fmt(r.get("filtered_qps"), ",.0f"), r.get("note", "")] for r in rows]
+    print_table(f"{args.n:,} x {args.dim} clustered vectors, cosine, {args.queries:,} queries, k={K}; "
+                f"filter bucket={BUCKET} selects {len(data.selected):,} rows ({len(data.selected) / args.n:.1%})",
+                ["system", "setting", "ingest s", "recall@10", "QPS", "filtered recall@10",
+                 "filtered results mean / min", "filtered QPS", "note"], table)
+    path = write_result("peers", {
+        "n": args.n, "dim": args.dim, "queries": args.queries, "k": K, "metric": "cosine",
+        "filter": {"bucket": BUCKET}, "filter_matches": len(data.selected),
+        "installed": installed, "rows": rows,
+    }, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
