@@ -92,3 +92,23 @@ def test_ingest_benchmark_runs_on_tiny_data(tmp_path):
 def test_images_benchmark_runs_on_tiny_data(tmp_path):
     result = run_script("images", "--limit", "24", "--model", "test_resnet", "--batch-size", "8", tmp_path=tmp_path)
     assert result["images"] == 24 and result["latentsearch_seconds"] > 0
+
+
+@pytest.mark.skipif(not (DATASETS / "siftsmall").is_dir(), reason="needs ../shared/datasets/siftsmall")
+def test_ann_benchmark_runs_on_siftsmall(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ann.py"), "--index", "Flat", "--index", "HNSW16?efSearch=16,64",
+         "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "ann.json").read_text())
+    flat = [p for p in result["results"] if p["index"].startswith("Flat")]
+    assert flat and all(p["recall"]["recall@10"] == 1.0 for p in flat)
+    assert (tmp_path / "ann.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "ann.md").exists()
+
+
+def test_hybrid_benchmark_runs_on_tiny_data(tmp_path):
+    data = write_beir(tmp_path / "tiny")
+    result = run_script("hybrid", "--dataset", str(data), "--encoder", "hashing:256", tmp_path=tmp_path)
+    assert {"dense", "lexical", "hybrid"} <= set(json.dumps(result).replace('"', " ").split())
