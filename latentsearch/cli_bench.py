@@ -149,6 +149,7 @@ def ann(
 )
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @_output_option("json", "the results as JSON")
+@_output_option("markdown", "a Markdown table")
 def quality(
     dataset: str,
     encoder: str | None,
@@ -157,6 +158,7 @@ def quality(
     collection: Path | None,
     batch_size: int,
     json_path: Path | None,
+    markdown_path: Path | None,
 ) -> None:
     """Score retrieval on a BEIR dataset: nDCG, MRR, MAP, recall and precision at 1, 3, 5, 10, 100.
 
@@ -200,13 +202,14 @@ def quality(
     used = results[0]["encoder"] or encoder or "minilm"
     files = [folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"]
     document = report.quality_json(str(dataset), split, used, results, report.fingerprint_files(files))
-    if _write(json_path, lambda: json.dumps(document, indent=2) + "\n"):
-        return
     first = results[0]
     encoded = f"encoded in {first['index_seconds']:.1f} s" if first["index_seconds"] else "reused collection"
     title = (f"{folder.name} {split}: {first['queries']} queries over {first['documents']} documents "
              f"({used}; {encoded})")
-    report.print_table(report.quality_table(results, title))
+    to_stdout = _write(json_path, lambda: json.dumps(document, indent=2) + "\n")
+    to_stdout |= _write(markdown_path, lambda: report.quality_markdown(results, title))
+    if not to_stdout:
+        report.print_table(report.quality_table(results, title))
 
 
 @bench.command("images")

@@ -112,3 +112,22 @@ def test_hybrid_benchmark_runs_on_tiny_data(tmp_path):
     data = write_beir(tmp_path / "tiny")
     result = run_script("hybrid", "--dataset", str(data), "--encoder", "hashing:256", tmp_path=tmp_path)
     assert {"dense", "lexical", "hybrid"} <= set(json.dumps(result).replace('"', " ").split())
+
+
+def test_bench_quality_writes_markdown_and_json(tmp_path):
+    from click.testing import CliRunner
+
+    from latentsearch.cli import cli
+
+    data = write_beir(tmp_path / "tiny")
+    md, js = tmp_path / "q.md", tmp_path / "q.json"
+    result = CliRunner().invoke(cli, ["bench", "quality", "--dataset", str(data), "--encoder", "hashing:256",
+                                      "--index", "Flat", "--markdown", str(md), "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("### tiny test") and lines[2].startswith("| index | metric | @1 |")
+    assert any(line.startswith("| Flat | ndcg | 1.0000") for line in lines)
+    assert json.loads(js.read_text())["results"][0]["metrics"]["ndcg@10"] == pytest.approx(1.0)
+    to_stdout = CliRunner().invoke(cli, ["bench", "quality", "--dataset", str(data), "--encoder", "hashing:256",
+                                         "--markdown", "-"])
+    assert to_stdout.exit_code == 0 and "| index | metric |" in to_stdout.stdout

@@ -266,6 +266,21 @@ def quality_table(results: Sequence[Mapping[str, Any]], title: str | None = None
     return table
 
 
+def quality_markdown(results: Sequence[Mapping[str, Any]], title: str | None = None) -> str:
+    """The same rows as :func:`quality_table`, as a Markdown table under ``title`` if given."""
+    ks = quality_ks(results[0]["metrics"]) if results else []
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| index | metric | " + " | ".join(f"@{k}" for k in ks) + " |")
+    lines.append("|:---|:---|" + "---:|" * len(ks))
+    for result in results:
+        for name in QUALITY_METRICS:
+            values = [result["metrics"].get(f"{name}@{k}") for k in ks]
+            cells = ["" if v is None else f"{v:.4f}" for v in values]
+            index = str(result["index"]).replace("|", "\\|")
+            lines.append(f"| {index} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def quality_json(
     dataset: str, split: str, encoder: str, results: Sequence[Mapping[str, Any]], fingerprint: str
 ) -> dict[str, Any]:
