@@ -230,6 +230,7 @@ def quality(
               help="Precision cutoff (repeatable) [default: 1, 5, 10, 100].")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @_output_option("json", "the results as JSON")
+@_output_option("markdown", "a Markdown table")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
 def images(
     dataset: Path,
@@ -240,6 +241,7 @@ def images(
     k_values: tuple[int, ...],
     batch_size: int,
     json_path: Path | None,
+    markdown_path: Path | None,
     quiet: bool,
 ) -> None:
     """Score image retrieval on a labelled folder: precision@k and mAP, per class and overall.
@@ -261,6 +263,7 @@ def images(
         DEFAULT_IMAGE_KS,
         image_quality,
         image_quality_json,
+        image_quality_markdown,
         image_quality_table,
     )
 
@@ -271,12 +274,13 @@ def images(
                                limit_per_class, batch_size, progress)
     for skipped in result.skipped:
         click.echo(f"skipped {skipped['source']}: {skipped['reason']}", err=True)
-    if _write(json_path, lambda: json.dumps(image_quality_json(result), indent=2) + "\n"):
-        return
     encoded = f"encoded {result.added:,} in {result.index_seconds:.1f} s" if result.added else "reused collection"
     title = (f"{dataset.name}: {result.images:,} images in {len(result.classes)} classes "
              f"({result.encoder}, {result.collection.get('index_in_use') or result.index}; {encoded})")
-    report.print_table(image_quality_table(result, title))
+    to_stdout = _write(json_path, lambda: json.dumps(image_quality_json(result), indent=2) + "\n")
+    to_stdout |= _write(markdown_path, lambda: image_quality_markdown(result, title))
+    if not to_stdout:
+        report.print_table(image_quality_table(result, title))
 
 
 def _write(path: Path | None, render: Callable[[], str]) -> bool:

@@ -311,3 +311,13 @@ def test_image_quality_script_runs_on_tiny_data(images: Path, tmp_path: Path):
     machine = doc["machine"]  # _common.machine() is report.machine_info() plus the scripts' libraries
     assert {"python", "platform", "processor", "cpus", "libraries", "date", "faiss_threads"} <= set(machine)
     assert machine["libraries"]["latentsearch"]
+
+
+def test_bench_images_markdown(images: Path, tmp_path: Path):
+    md = tmp_path / "images.md"
+    result = invoke("bench", "images", "--dataset", images, "--encoder", "hashing:64", "--markdown", md, "-q")
+    assert result.exit_code == 0, result.output
+    lines = md.read_text().splitlines()
+    assert lines[0].startswith("### ") and lines[2].startswith("| class | images | P@1")
+    assert any(line.startswith("| **overall** | 18 | 1.0000") for line in lines)
+    assert "overall" in result.output  # written to a file, so the table is printed as well

@@ -376,6 +376,18 @@ def image_quality_table(result: ImageQualityResult, title: str | None = None) ->
     return table
 
 
+def image_quality_markdown(result: ImageQualityResult, title: str | None = None) -> str:
+    """The rows of :func:`image_quality_table` as a Markdown table under ``title`` if given."""
+    names = metric_names(result)
+    heads = [n.replace("precision@", "P@").replace("map", "mAP") for n in names]
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| class | images | " + " | ".join(heads) + " |", "|:---|---:|" + "---:|" * len(names)]
+    rows = [*result.per_class.items(), ("**overall**", result.overall)]
+    for label, values in rows:
+        lines.append(f"| {label} | {values['images']:,} | " + " | ".join(f"{values[n]:.4f}" for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def image_quality_json(result: ImageQualityResult) -> dict[str, Any]:
     """The JSON document of an image-quality run (``machine`` records where it was measured)."""
     data = result.to_dict()
