@@ -34,8 +34,8 @@ from .ingest.pipeline import run_ingest
 from .ingest.records import Record, make_records, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.filtered import FilteredSearcher, FilterStats
-from .query.hybrid import HYBRID_DEPTH, MODES, hits_from_ranked, rrf
-from .query.search import QueryVectors, best_per_document, to_hits
+from .query.hybrid import HYBRID_DEPTH, MODES, rrf
+from .query.search import QueryVectors, best_per_document, hits_from_ranked, to_hits
 from .stores.filters import check_where
 from .stores.sql import SqlStore, sqlite_url
 from .query.clusters import group_hits
@@ -568,7 +568,7 @@ class Collection:
 
     def verify(self) -> dict[str, Any]:
         """Compare the index with the store: every stored item indexed once, nothing else."""
-        stored = np.concatenate([ids for ids, _ in self.store.iter_vectors()] or [np.zeros(0, np.int64)])
+        stored = self.store.ids()
         indexed = self.index.ids()
         unique, counts = np.unique(indexed, return_counts=True)
         return {

@@ -10,30 +10,9 @@ from pathlib import Path
 import pytest
 
 from latentsearch.evaluation.bench import beir_quality
+from helpers import write_beir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_beir(folder: Path) -> Path:
-    docs = {
-        "d1": ("Ships", "ships float on water because of buoyancy"),
-        "d2": ("Bread", "yeast makes bread dough rise"),
-        "d3": ("Stars", "stars shine by nuclear fusion"),
-        "d4": ("Whales", "whales sing long songs in the ocean"),
-    }
-    queries = {"q1": "why do ships float", "q2": "how does yeast raise bread", "q3": "whales songs"}
-    qrels = [("q1", "d1", 1), ("q2", "d2", 1), ("q3", "d4", 2)]
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": k, "title": t, "text": x}) + "\n" for k, (t, x) in docs.items())
-    )
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items())
-    )
-    (folder / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
-    )
-    return folder
 
 
 def test_beir_quality_scores_a_tiny_dataset(tmp_path):

@@ -17,6 +17,7 @@ from latentsearch import cli_bench
 from latentsearch.cli import cli
 from latentsearch.errors import InvalidInputError, UnknownSpecError
 from latentsearch.evaluation import ann, report
+from helpers import write_beir  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SPECS = ("Flat", "HNSW8?efSearch=1,4,16,64", "IVF32,Flat?nprobe=1,2,4,8,32")
@@ -335,23 +336,6 @@ def test_bench_ann_on_a_collection(tmp_path):
 def test_bench_ann_on_an_empty_collection(tmp_path):
     latentsearch.create(tmp_path / "empty", encoder=None, dim=4).close()
     one_line_error(run("bench", "ann", "--collection", tmp_path / "empty"), "holds no vectors")
-
-
-def write_beir(folder: Path) -> Path:
-    docs = {
-        "d1": ("Ships", "ships float on water because of buoyancy"),
-        "d2": ("Bread", "yeast makes bread dough rise"),
-        "d3": ("Stars", "stars shine by nuclear fusion"),
-        "d4": ("Whales", "whales sing long songs in the ocean"),
-    }
-    queries = {"q1": "why do ships float", "q2": "how does yeast raise bread", "q3": "whales songs"}
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": k, "title": t, "text": x}) + "\n" for k, (t, x) in docs.items())
-    )
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td4\t2\n")
-    return folder
 
 
 def test_bench_quality_scores_every_index_on_one_encoding(tmp_path):

@@ -18,6 +18,7 @@ from clip_fixture import TINY_CLIP_DIM, make_tiny_clip  # noqa: E402
 from latentsearch.devices import torch_device  # noqa: E402
 from latentsearch.encoders.clip import ClipEncoder  # noqa: E402
 from latentsearch.errors import InvalidInputError, LatentSearchError  # noqa: E402
+from helpers import assert_matrix  # noqa: E402
 
 TEXTS = ["a photo of a cat", "blue dog", "the red cat, of course!", "x"]
 
@@ -41,14 +42,6 @@ def tiny_clip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def encoder(tiny_clip) -> ClipEncoder:
     return ClipEncoder(str(tiny_clip), {})
-
-
-def assert_matrix(out: np.ndarray, n: int, dim: int) -> None:
-    assert isinstance(out, np.ndarray)
-    assert out.shape == (n, dim)
-    assert out.dtype == np.float32
-    assert out.flags["C_CONTIGUOUS"]
-    assert np.isfinite(out).all()
 
 
 def test_dim_modalities_and_spec(encoder, tiny_clip):

@@ -17,17 +17,10 @@ from latentsearch.encoders import ENCODERS, create_encoder, list_encoders
 from latentsearch.encoders.base import BaseEncoder, Encoder
 from latentsearch.errors import InvalidInputError, LatentSearchError, UnknownSpecError
 from latentsearch.registry import Spec
+from helpers import assert_matrix
 
 MINILM_SPEC = "sentence-transformers:all-MiniLM-L6-v2"
 TIMM_SMALL = "test_resnet"  # timm's own tiny test model: ~0.4 M parameters, 160x160 input
-
-
-def assert_matrix(out: np.ndarray, n: int, dim: int) -> None:
-    assert isinstance(out, np.ndarray)
-    assert out.shape == (n, dim)
-    assert out.dtype == np.float32
-    assert out.flags["C_CONTIGUOUS"]
-    assert np.isfinite(out).all()
 
 
 def make_images() -> list:

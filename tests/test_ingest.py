@@ -14,6 +14,7 @@ from latentsearch.errors import InvalidInputError
 from latentsearch.ingest.records import Record, open_image
 from latentsearch.ingest.sources import RecordFields, read_text_file, records_from_paths
 from latentsearch.types import Skipped
+from helpers import write  # noqa: E402
 
 
 def collect(paths, fields: RecordFields = RecordFields()) -> tuple[list[Record], list[Skipped]]:
@@ -31,15 +32,6 @@ def collect(paths, fields: RecordFields = RecordFields()) -> tuple[list[Record],
 
 def by_name(skipped: list[Skipped]) -> dict[str, str]:
     return {Path(s.source).name: s.reason for s in skipped}
-
-
-def write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, bytes):
-        path.write_bytes(data)
-    else:
-        path.write_text(data, encoding="utf-8")
-    return path
 
 
 def rgb_image(width: int = 40, height: int = 30, seed: int = 0):

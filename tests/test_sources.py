@@ -29,17 +29,9 @@ from latentsearch.ingest.sources import (
     records_from_paths,
 )
 from latentsearch.types import Skipped
+from helpers import write  # noqa: E402
 
 ENC = "hashing:64"
-
-
-def write(path: Path, data: str | bytes = "some text") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, bytes):
-        path.write_bytes(data)
-    else:
-        path.write_text(data, encoding="utf-8")
-    return path
 
 
 def split(items) -> tuple[list[Record], list[Skipped]]:

@@ -12,12 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
-
-from ..types import Hit
-
-if TYPE_CHECKING:
-    from ..stores.sql import SqlStore
 
 MODES = ("dense", "lexical", "hybrid")
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al., 2009)
@@ -57,19 +51,3 @@ def rrf(
         for rank, item_id in enumerate(ids, start=1):
             scores[item_id] = scores.get(item_id, 0.0) + float(weight) / (k0 + rank)
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
-
-
-def hits_from_ranked(rows: Sequence[Sequence[tuple[int, float]]], store: SqlStore) -> list[list[Hit]]:
-    """Hits for lists of ``(id, score)``, the items fetched in one query; gone ids are skipped."""
-    items = store.get(list({i for row in rows for i, _ in row}))
-    out = []
-    for row in rows:
-        hits = []
-        for item_id, score in row:
-            item = items.get(item_id)
-            if item is not None:
-                hits.append(
-                    Hit(item.id, float(score), item.key, item.source, item.modality, item.text, item.metadata, item.document)
-                )
-        out.append(hits)
-    return out

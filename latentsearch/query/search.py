@@ -88,20 +88,27 @@ def _image_query(path: Path) -> Any:
 def to_hits(
     D: np.ndarray, I: np.ndarray, exclude: list[int | None], k: int, store: SqlStore
 ) -> list[list[Hit]]:
-    """Hits for each row of ``(D, I)``, the metadata fetched in one query for the whole batch."""
-    items = store.get([int(i) for i in np.unique(I) if i >= 0])
-    out = []
-    for scores, ids, skip in zip(D, I, exclude):
-        hits = []
-        for score, item_id in zip(scores.tolist(), ids.tolist()):
-            item = items.get(item_id)
-            if item is None or item_id == skip:
-                continue  # -1 padding, the query item itself, or deleted since the snapshot
-            hits.append(
-                Hit(item.id, float(score), item.key, item.source, item.modality, item.text, item.metadata, item.document)
-            )
-        out.append(hits[:k])
-    return out
+    """Hits for each row of FAISS's ``(D, I)``: -1 padding and the query item itself left out,
+    at most ``k`` per row; see :func:`hits_from_ranked`."""
+    rows = [
+        [(i, s) for s, i in zip(scores.tolist(), ids.tolist()) if i >= 0 and i != skip]
+        for scores, ids, skip in zip(D, I, exclude)
+    ]
+    return [hits[:k] for hits in hits_from_ranked(rows, store)]
+
+
+def hits_from_ranked(rows: Sequence[Sequence[tuple[int, float]]], store: SqlStore) -> list[list[Hit]]:
+    """Hits for lists of ``(id, score)``, the items of the whole batch fetched in one query;
+    ids deleted since the index snapshot are skipped."""
+    items = store.get(list({i for row in rows for i, _ in row}))
+    return [
+        [
+            Hit(item.id, float(score), item.key, item.source, item.modality, item.text, item.metadata, item.document)
+            for item_id, score in row
+            if (item := items.get(item_id)) is not None
+        ]
+        for row in rows
+    ]
 
 
 def best_per_document(hits: list[Hit], k: int) -> list[Hit]:

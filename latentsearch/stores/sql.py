@@ -503,6 +503,11 @@ class SqlStore:
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             yield ids, self._matrix([r[1] for r in rows]) if vectors else None
 
+    def ids(self) -> np.ndarray:
+        """Every item id, ascending."""
+        with Session(self.engine) as session:
+            return np.fromiter(session.scalars(select(ItemRow.id).order_by(ItemRow.id)), dtype=np.int64)
+
     def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
         """Every item (without vectors) in id order, in batches."""
         last = -1

@@ -1,0 +1,50 @@
+"""Small helpers several test files share (tests/ is on sys.path under pytest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def assert_matrix(out: np.ndarray, n: int, dim: int) -> None:
+    """The encoder contract: an (n, dim) finite float32 C-contiguous array."""
+    assert isinstance(out, np.ndarray)
+    assert out.shape == (n, dim)
+    assert out.dtype == np.float32
+    assert out.flags["C_CONTIGUOUS"]
+    assert np.isfinite(out).all()
+
+
+def write(path: Path, data: str | bytes = "some text") -> Path:
+    """Write text (UTF-8) or bytes to ``path``, creating its folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data, encoding="utf-8")
+    return path
+
+
+def write_beir(folder: Path) -> Path:
+    """A four-document BEIR folder where each query shares distinctive words with its answer."""
+    docs = {
+        "d1": ("Ships", "ships float on water because of buoyancy"),
+        "d2": ("Bread", "yeast makes bread dough rise"),
+        "d3": ("Stars", "stars shine by nuclear fusion"),
+        "d4": ("Whales", "whales sing long songs in the ocean"),
+    }
+    queries = {"q1": "why do ships float", "q2": "how does yeast raise bread", "q3": "whales songs"}
+    qrels = [("q1", "d1", 1), ("q2", "d2", 1), ("q3", "d4", 2)]
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": t, "text": x}) + "\n" for k, (t, x) in docs.items())
+    )
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items())
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
+    )
+    return folder
