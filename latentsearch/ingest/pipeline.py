@@ -306,15 +306,14 @@ def _write(col: Collection, prep: Prepared, vectors: np.ndarray, stages: Stages,
         else:
             inserts.append((record, item))
     new_ids: list[int] = []
-    if prep.stale:
-        col.store.write(deletes=prep.stale)
-        col._applied_own_write(np.zeros(0, np.int64), np.zeros((0, col.config.dim), np.float32), np.array(prep.stale))
-    if inserts or updates:
-        new_ids = col.store.write([item for _, item in inserts], updates)
+    if inserts or updates or prep.stale:
+        # One transaction: a changed document's new passages and the removal of its old ones.
+        new_ids = col.store.write([item for _, item in inserts], updates, deletes=prep.stale)
+        written = [item.vector for _, item in inserts] + [item.vector for item in updates.values()]
         col._applied_own_write(
             np.array(new_ids + list(updates), dtype=np.int64),
-            np.stack([item.vector for _, item in inserts] + [item.vector for item in updates.values()]),
-            replaced=np.array(list(updates), dtype=np.int64),
+            np.stack(written) if written else np.zeros((0, col.config.dim), np.float32),
+            replaced=np.array(list(updates) + prep.stale, dtype=np.int64),
         )
     col.store.set_file_states(prep.stats)
     assigned = {id(r): i for (r, _), i in zip(inserts, new_ids)}
