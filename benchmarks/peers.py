@@ -8,28 +8,37 @@ similarity, each with a metadata field ``bucket`` in 0..99 drawn uniformly, so `
 selects about 1% of the rows. Every system gets the same vectors, ids, metadata and queries:
 
 * **latentsearch**: ``index="auto"`` (its default; exact ``Flat`` below 100,000 vectors) and
-  ``HNSW32`` (its own efSearch default of 128). Filter: ``search_batch(..., where={"bucket": 7})``.
-* **raw FAISS**: ``IndexHNSWFlat(d, 32, METRIC_INNER_PRODUCT)`` at FAISS's defaults
-  (efConstruction 40, efSearch 16) and at efSearch 128. Filter: ``IDSelectorBatch`` in
-  ``SearchParametersHNSW``.
+  ``HNSW32`` with efSearch 16 to 512 (128 is its default). Filter:
+  ``search_batch(..., where={"bucket": 7})``. Its hits carry each item's stored metadata; the
+  peers below return ids and distances only.
+* **raw FAISS**: ``IndexHNSWFlat(d, 32, METRIC_INNER_PRODUCT)`` (efConstruction 40, its default)
+  with efSearch 16 (default) to 512. Filter: ``IDSelectorBatch`` in ``SearchParametersHNSW``.
 * **hnswlib**: ``space="cosine"``, ``init_index`` defaults (M 16, ef_construction 200), query ef
-  at its default of 10 and at 128. Filter: ``knn_query(..., filter=callable)`` (one thread, as
-  hnswlib's README advises for Python filters).
-* **Chroma**: ``PersistentClient`` in a temporary folder, a collection with cosine space
+  10 (default) to 512. Filter: ``knn_query(..., filter=callable)`` (one thread, as hnswlib's
+  README advises for Python filters).
+* **Chroma**: ``PersistentClient`` in a temporary folder, collections with cosine space
   (collection metadata ``hnsw:space``), added in batches of the client's maximum batch size;
-  ``hnsw:search_ef`` at its default (100 in Chroma 1.x; 10 in 0.x) and at 128 (a second collection, as Chroma fixes HNSW
-  parameters at creation). Filter: ``query(..., where={"bucket": 7})``.
+  ``hnsw:search_ef`` at its default (100 in Chroma 1.x) and at 16, 32, 64 and 128, one collection
+  each (a depth changed later does not reach an index already loaded). Filter:
+  ``query(..., where={"bucket": 7})``.
 * **LanceDB**: a local dataset in a temporary folder; searched first without an index (brute
   force, what LanceDB recommends below roughly 100k rows) and, when the table has at least
-  ``--lance-index-min`` rows, after ``create_index(metric="cosine")`` with LanceDB's defaults
-  (IVF_PQ, its default partitions and sub-vectors; default nprobes) and with ``nprobes(64)`` +
-  ``refine_factor(10)``. Filter: ``.where("bucket = 7", prefilter=True)``. LanceDB is searched
-  one query at a time (its Python API has no batched vector query); the others in one batch.
+  ``--lance-index-min`` rows, with ``create_index(metric="cosine")`` at LanceDB's defaults (IVF_PQ
+  with sub-vectors of 16 dimensions; default nprobes), with ``refine_factor(10)`` and
+  ``nprobes(64)``, with four times the sub-vectors, and with ``index_type="IVF_HNSW_SQ"`` (the
+  index LanceDB documents for high recall) at ef 16 to 256. Filter:
+  ``.where("bucket = 7", prefilter=True)``. LanceDB is searched one query at a time (its Python
+  API has no batched vector query); the others in one batch.
 
-Reported per system and setting: ingest seconds (index build included; rows that reuse an
-already-ingested dataset say so), recall@10 against exact numpy brute force, queries/s, and
+Every HNSW system is swept over its search depth, so besides each row the script reports
+**queries/s at matched recall**: per system, the fastest setting it was run at that reaches
+recall@10 of 0.90, 0.95 and 0.99 (measured points only, no interpolation).
+
+Reported per system and setting: ingest seconds (index build included, on the first row of each
+built index), recall@10 against exact numpy brute force, queries/s, and
 filtered recall@10 against the exact filtered top 10 with the mean and minimum number of results
-returned per query. Peers that fail to import are listed as "not installed", never skipped
+returned per query (filtered search at the default and at a deeper setting of each index).
+Peers that fail to import are listed as "not installed", never skipped
 silently. Prints a table and writes benchmarks/results/peers.json.
 """
 
@@ -135,12 +144,23 @@ def row(system: str, setting: str, data: Data, ingest: float | None, search: Cal
 # -- the systems ---------------------------------------------------------------------------------
 
 
+EF_SWEEP = (16, 32, 64, 128, 256, 512)  # HNSW search depths tried by every HNSW system
+
+
+def sweep_rows(system: str, data: Data, settings: list[tuple[str, Callable[[], np.ndarray], Callable[[], np.ndarray] | None]],
+               ingest: float | None, note: str) -> list[Row]:
+    """One row per search setting of one built index (filtered search only where given);
+    the ingest time goes on the first row only, since the index is built once."""
+    return [row(system, label, data, ingest if i == 0 else None, search, filtered, note if i == 0 else "same index")
+            for i, (label, search, filtered) in enumerate(settings)]
+
+
 def bench_latentsearch(data: Data, tmp: Path) -> list[Row]:
     import latentsearch
 
     rows = []
     for spec, note in (("auto", "default: auto (exact Flat below 100,000 vectors)"),
-                       ("HNSW32", "HNSW32, latentsearch's efSearch default of 128")):
+                       ("HNSW32", "HNSW32; efSearch set per row on the open collection")):
         def ingest() -> Any:
             col = latentsearch.create(tmp / f"ls-{spec}", encoder=None, dim=data.dim, index=spec, metric="cosine")
             new = col.add(data.xb, metadata=[{"bucket": int(b)} for b in data.bucket], batch_size=10_000)
@@ -154,9 +174,18 @@ def bench_latentsearch(data: Data, tmp: Path) -> list[Row]:
         def to_pos(hits: list[list[Any]]) -> np.ndarray:
             return pad([[position[h.id] for h in hs] for hs in hits])
 
-        rows.append(row("latentsearch", f"index={col.index.factory}" if spec == "auto" else spec, data, seconds,
-                        lambda: to_pos(col.search_batch(queries, K)),
-                        lambda: to_pos(col.search_batch(queries, K, where={"bucket": BUCKET})), note))
+        def search(ef: int | None = None, where: dict | None = None) -> np.ndarray:
+            col.index.search_options = {} if ef is None else {"efSearch": ef}  # None: its default (128)
+            return to_pos(col.search_batch(queries, K, where=where))
+
+        if spec == "auto":
+            rows.append(row("latentsearch", f"index=auto → {col.index.factory}", data, seconds, search,
+                            lambda: search(where={"bucket": BUCKET}), note))
+        else:
+            rows += sweep_rows("latentsearch", data, [
+                (f"HNSW32 efSearch={ef}" + (" (default)" if ef == 128 else ""), lambda ef=ef: search(ef),
+                 (lambda: search(None, {"bucket": BUCKET})) if ef == 128 else None)
+                for ef in EF_SWEEP], seconds, note)
         col.close()
     return rows
 
@@ -170,18 +199,16 @@ def bench_faiss(data: Data, tmp: Path) -> list[Row]:
         return index
 
     index, seconds = timed(ingest)
+    default_ef = index.hnsw.efSearch
     selector = faiss.IDSelectorBatch(data.selected)
-    rows = []
-    for ef, setting, note in ((index.hnsw.efSearch, "HNSW32 efSearch=16 (default)", "efConstruction 40 (default)"),
-                              (BEST_EF, f"HNSW32 efSearch={BEST_EF}", "same index")):
-        def search(ef: int = ef) -> np.ndarray:
-            return index.search(data.xq, K, params=faiss.SearchParametersHNSW(efSearch=ef))[1]
 
-        def filtered(ef: int = ef) -> np.ndarray:
-            return index.search(data.xq, K, params=faiss.SearchParametersHNSW(sel=selector, efSearch=ef))[1]
+    def search(ef: int, sel: Any = None) -> np.ndarray:
+        return index.search(data.xq, K, params=faiss.SearchParametersHNSW(sel=sel, efSearch=ef))[1]
 
-        rows.append(row("raw FAISS", setting, data, seconds if not rows else None, search, filtered, note))
-    return rows
+    return sweep_rows("raw FAISS", data, [
+        (f"HNSW32 efSearch={ef}" + (" (default)" if ef == default_ef else ""), lambda ef=ef: search(ef),
+         (lambda ef=ef: search(ef, selector)) if ef in (default_ef, BEST_EF) else None)
+        for ef in EF_SWEEP], seconds, "IndexHNSWFlat, efConstruction 40 (default); filter: IDSelectorBatch")
 
 
 def bench_hnswlib(data: Data, tmp: Path) -> list[Row]:
@@ -196,35 +223,37 @@ def bench_hnswlib(data: Data, tmp: Path) -> list[Row]:
     index, seconds = timed(ingest)
     keep = set(data.selected.tolist())
     k_filtered = min(K, len(keep))  # hnswlib cannot return k results when fewer than k match
-    rows = []
-    for ef, setting in ((10, "M=16 ef=10 (default)"), (BEST_EF, f"M=16 ef={BEST_EF}")):
-        def search(ef: int = ef) -> np.ndarray:
-            index.set_ef(ef)
-            return index.knn_query(data.xq, k=K)[0].astype(np.int64)
+    errors = {}
 
-        errors = [0]
+    def search(ef: int) -> np.ndarray:
+        index.set_ef(ef)
+        return index.knn_query(data.xq, k=K)[0].astype(np.int64)
 
-        def filtered(ef: int = ef) -> np.ndarray:
-            # Per query: hnswlib raises RuntimeError when it finds fewer than k matches, and one
-            # such query would void a whole batch. A query that raises counts as 0 results.
-            index.set_ef(ef)
-            out = []
-            for q in data.xq:
-                try:
-                    labels, _ = index.knn_query(q, k=k_filtered, filter=lambda label: label in keep, num_threads=1)
-                    out.append(labels[0].tolist())
-                except RuntimeError:
-                    errors[0] += 1
-                    out.append([])
-            return pad(out)
+    def filtered(ef: int) -> np.ndarray:
+        # Per query: hnswlib raises RuntimeError when it finds fewer than k matches, and one
+        # such query would void a whole batch. A query that raises counts as 0 results.
+        index.set_ef(ef)
+        out = []
+        for q in data.xq:
+            try:
+                labels, _ = index.knn_query(q, k=k_filtered, filter=lambda label: label in keep, num_threads=1)
+                out.append(labels[0].tolist())
+            except RuntimeError:
+                errors[ef] = errors.get(ef, 0) + 1
+                out.append([])
+        return pad(out)
 
-        r = row("hnswlib", setting, data, seconds if not rows else None, search, filtered,
-                "ef_construction 200 (default); filter: Python callable, 1 thread, one query per call")
-        if k_filtered < K:
+    rows = sweep_rows("hnswlib", data, [
+        (f"M=16 ef={ef}" + (" (default)" if ef == 10 else ""), lambda ef=ef: search(ef),
+         (lambda ef=ef: filtered(ef)) if ef in (10, BEST_EF) else None)
+        for ef in (10, *EF_SWEEP)], seconds,
+        "ef_construction 200 (default); filter: Python callable, 1 thread, one query per call")
+    for r in rows:
+        ef = int(r["setting"].split("ef=")[1].split()[0])
+        if k_filtered < K and "filtered_recall_at_10" in r:
             r["note"] += f"; filtered k={k_filtered} (only {k_filtered} rows match)"
-        if errors[0]:
-            r["note"] += f"; {errors[0]} filtered queries raised RuntimeError (fewer than k found), counted as 0 results"
-        rows.append(r)
+        if errors.get(ef):
+            r["note"] += f"; {errors[ef]} filtered queries raised RuntimeError (fewer than k found), counted as 0 results"
     return rows
 
 
@@ -236,12 +265,13 @@ def bench_chroma(data: Data, tmp: Path) -> list[Row]:
     str_ids = [str(i) for i in data.ids]
     metas = [{"bucket": int(b)} for b in data.bucket]
     queries = data.xq.tolist()
+    default_ef = 100  # Chroma 1.x's hnsw ef_search default (10 in 0.x)
     rows = []
-    for name, meta, setting in (("default", {"hnsw:space": "cosine"}, "hnsw:search_ef default (100 in Chroma 1.x)"),
-                                ("best", {"hnsw:space": "cosine", "hnsw:search_ef": BEST_EF},
-                                 f"hnsw:search_ef={BEST_EF}")):
-        def ingest() -> Any:
-            col = client.create_collection(f"bench_{name}", metadata=meta)
+    # One collection per search depth: a changed ef_search (modify) does not reach an index
+    # already loaded in the process, so each depth is fixed when its collection is created.
+    for ef in sorted({default_ef, *EF_SWEEP[:4]}):
+        def ingest(ef: int = ef) -> Any:
+            col = client.create_collection(f"bench_ef{ef}", metadata={"hnsw:space": "cosine", "hnsw:search_ef": ef})
             for s in range(0, data.n, batch):
                 col.add(ids=str_ids[s : s + batch], embeddings=data.xb[s : s + batch], metadatas=metas[s : s + batch])
             return col
@@ -252,8 +282,9 @@ def bench_chroma(data: Data, tmp: Path) -> list[Row]:
             res = col.query(query_embeddings=queries, n_results=K, where=where, include=["distances"])
             return pad([[int(i) for i in r] for r in res["ids"]])
 
-        rows.append(row("Chroma", setting, data, seconds, search, lambda col=col: search(col, {"bucket": BUCKET}),
-                        f"PersistentClient, cosine via collection metadata, add batches of {batch}"))
+        rows.append(row("Chroma", f"search_ef={ef}" + (" (default)" if ef == default_ef else ""), data, seconds,
+                        search, (lambda col=col: search(col, {"bucket": BUCKET})) if ef in (default_ef, BEST_EF) else None,
+                        f"PersistentClient, cosine and search_ef via collection metadata, add batches of {batch}"))
     return rows
 
 
@@ -283,13 +314,48 @@ def bench_lancedb(data: Data, tmp: Path, index_min: int) -> list[Row]:
         rows.append({"system": "LanceDB", "setting": "IVF_PQ", "note":
                      f"not built: {data.n} rows < --lance-index-min {index_min} (too few rows to train IVF_PQ)"})
         return rows
-    _, build = timed(lambda: tbl.create_index(metric="cosine"))  # IVF_PQ with LanceDB's default parameters
-    rows.append(row("LanceDB", "IVF_PQ defaults", data, seconds + build, lambda: run(same), lambda: run(same, filt),
-                    f"create_index(metric='cosine') defaults; index build {build:.1f} s included"))
-    best = lambda query: query.nprobes(64).refine_factor(10)
-    rows.append(row("LanceDB", "IVF_PQ nprobes=64 refine_factor=10", data, None, lambda: run(best),
-                    lambda: run(best, filt), "same index"))
+    # IVF_PQ with LanceDB's defaults (sub-vectors of 16 dimensions: compact and coarse), then the
+    # refine step it documents for recall, then IVF_HNSW_SQ, the index it documents for high recall.
+    _, build = timed(lambda: tbl.create_index(metric="cosine"))
+    pq = [("IVF_PQ defaults", same), ("IVF_PQ refine_factor=10", lambda q: q.refine_factor(10)),
+          ("IVF_PQ nprobes=64 refine_factor=10", lambda q: q.nprobes(64).refine_factor(10))]
+    rows += sweep_rows("LanceDB", data, [
+        (label, lambda c=c: run(c), (lambda c=c: run(c, filt)) if i in (0, 2) else None)
+        for i, (label, c) in enumerate(pq)], seconds + build,
+        f"create_index(metric='cosine') defaults; index build {build:.1f} s included")
+    sub = data.dim // 4  # 4 dimensions per sub-vector instead of 16: four times the code size
+    _, build = timed(lambda: tbl.create_index(metric="cosine", num_sub_vectors=sub))
+    rows += sweep_rows("LanceDB", data, [
+        (f"IVF_PQ num_sub_vectors={sub}", lambda: run(same), None),
+        (f"IVF_PQ num_sub_vectors={sub} refine_factor=10", lambda: run(lambda q: q.refine_factor(10)), None)],
+        seconds + build, f"create_index(metric='cosine', num_sub_vectors={sub}); index build {build:.1f} s included")
+    _, build = timed(lambda: tbl.create_index(metric="cosine", index_type="IVF_HNSW_SQ"))
+    rows += sweep_rows("LanceDB", data, [
+        (f"IVF_HNSW_SQ ef={ef}", lambda ef=ef: run(lambda q: q.ef(ef)),
+         (lambda ef=ef: run(lambda q: q.ef(ef), filt)) if ef == BEST_EF else None)
+        for ef in EF_SWEEP[:5]], seconds + build,
+        f"create_index(metric='cosine', index_type='IVF_HNSW_SQ'); index build {build:.1f} s included")
     return rows
+
+
+TARGETS = (0.9, 0.95, 0.99)
+
+
+def matched_recall(rows: list[Row]) -> list[Row]:
+    """Per system and recall target: the fastest measured setting that reaches the target (no
+    interpolation: every figure is a setting that was run)."""
+    out = []
+    for system in dict.fromkeys(r["system"] for r in rows):
+        measured = [r for r in rows if r["system"] == system and "qps" in r]
+        entry: Row = {"system": system}
+        for target in TARGETS:
+            ok = [r for r in measured if r["recall_at_10"] >= target]
+            best = max(ok, key=lambda r: r["qps"]) if ok else None
+            entry[f"qps_at_{target}"] = best["qps"] if best else None
+            entry[f"setting_at_{target}"] = best["setting"] if best else "not reached"
+        if measured:
+            out.append(entry)
+    return out
 
 
 PEERS: dict[str, tuple[str, Callable[..., list[Row]]]] = {
@@ -360,10 +426,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"filter bucket={BUCKET} selects {len(data.selected):,} rows ({len(data.selected) / args.n:.1%})",
                 ["system", "setting", "ingest s", "recall@10", "QPS", "filtered recall@10",
                  "filtered results mean / min", "filtered QPS", "note"], table)
+    matched = matched_recall(rows)
+    print_table("queries/s at matched recall@10: the fastest setting of each system that reaches the target",
+                ["system", *(f"QPS at recall ≥ {t}" for t in TARGETS)],
+                [[m["system"], *(f"{fmt(m[f'qps_at_{t}'], ',.0f')} ({m[f'setting_at_{t}']})"
+                                 if m[f"qps_at_{t}"] is not None else "not reached" for t in TARGETS)]
+                 for m in matched])
     path = write_result("peers", {
         "n": args.n, "dim": args.dim, "queries": args.queries, "k": K, "metric": "cosine",
         "filter": {"bucket": BUCKET}, "filter_matches": len(data.selected),
-        "installed": installed, "rows": rows,
+        "installed": installed, "rows": rows, "matched_recall": matched,
     }, args.out)
     print(f"wrote {path}")
     return 0

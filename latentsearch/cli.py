@@ -137,7 +137,8 @@ def index(
 
     from .collection import Collection
     from .config import manifest_path
-    from .ingest.sources import RecordFields, SourceOptions, check_fields, paths_from_list
+    from .ingest.sources import RecordFields, check_fields
+    from .ingest.walk import SourceOptions, paths_from_list
 
     if not paths and files_from is None:
         raise click.UsageError("give PATHS to index, or --files-from FILE")

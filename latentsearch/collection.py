@@ -30,7 +30,7 @@ from .errors import (
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
 from .ingest.chunking import ChunkConfig
-from .ingest.pipeline import run_ingest
+from .ingest.pipeline import IndexFeed, run_ingest
 from .ingest.records import Record, make_records, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.filtered import FilteredSearcher, FilterStats
@@ -64,6 +64,7 @@ class Collection:
         self._encoder_lock = threading.Lock()
         self._reembedding = False
         self._index: FaissIndex | None = None
+        self._feed: IndexFeed | None = None  # adds this writer's chunks to the index in the background
         self._watermark = 0
         self._saved_watermark = -1
         # What the latest filtered search in this process did (None after an unfiltered one).
@@ -159,6 +160,9 @@ class Collection:
             if self._lock.is_locked:
                 self.flush()
         finally:
+            if self._feed is not None:
+                self._feed.pool.shutdown()
+                self._feed = None
             if self._lock.is_locked:
                 self._lock.release(force=True)
             self.store.close()
@@ -221,6 +225,8 @@ class Collection:
     @property
     def index(self) -> FaissIndex:
         """The index, loaded from its snapshot (or rebuilt) and brought up to the store's state."""
+        if self._feed is not None:
+            self._feed.wait()  # this process's own writes, still being added
         if self._index is None:
             spec = IndexSpec.parse(self.config.index)
             loaded = FaissIndex.load(
@@ -254,17 +260,22 @@ class Collection:
             self._index.add(found, vectors)
         self._watermark = newest
 
-    def _applied_own_write(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray) -> None:
-        """Put what this writer just committed into the index without reading it back.
+    def _index_feed(self) -> IndexFeed:
+        """The thread that adds this writer's committed chunks to the index (see IndexFeed)."""
+        if self._feed is None:
+            self._feed = IndexFeed(self)
+        return self._feed
 
-        Only the lock holder writes, so the store's newest change is this write's own; the
-        ``replaced`` ids (updates) leave the index first.
+    def _applied_own_write(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int) -> None:
+        """Put what this writer committed, up to change ``seq``, into the index without reading
+        it back. Writes are applied in commit order; the ``replaced`` ids (updates) leave the
+        index first.
         """
         index = self._index
         assert index is not None and self._lock.is_locked
         index.remove(replaced)
         index.add(ids, vectors)
-        self._watermark = self.store.max_seq()
+        self._watermark = seq
 
     def _writer(self) -> None:
         """Take the writer lock (once) and bring the index up to date under it."""
@@ -319,7 +330,7 @@ class Collection:
             inputs = as_matrix(inputs, self.config.dim)  # checked once, not row by row
         records = make_records(inputs, metadata, keys)
         self._check_all_or_nothing(records, allow_existing=False)
-        return self.add_records(records, batch_size=batch_size, on_conflict="error").ids
+        return list(self.add_records(records, batch_size=batch_size, on_conflict="error").ids)
 
     def upsert(
         self,
@@ -331,7 +342,7 @@ class Collection:
         """Add or replace by key; returns each input's id (an updated item keeps its id)."""
         records = make_records(inputs, metadata, keys)
         self._check_all_or_nothing(records, allow_existing=True)
-        return self.add_records(records, batch_size=batch_size, on_conflict="update").ids
+        return list(self.add_records(records, batch_size=batch_size, on_conflict="update").ids)
 
     def _check_all_or_nothing(self, records: list[Record], allow_existing: bool) -> None:
         """Refuse a whole ``add``/``upsert`` call before writing anything if any input is bad."""

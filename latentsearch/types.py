@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,7 @@ class IndexReport:
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)  # busy seconds per stage (overlapping)
     pruned: int = 0
-    ids: list[int] = field(default_factory=list)
+    ids: array = field(default_factory=lambda: array("q"))  # per input, in order (8 bytes each)
 
     @property
     def items_per_second(self) -> float:

@@ -106,3 +106,41 @@ def test_a_reader_sees_only_committed_items_while_a_writer_indexes(tmp_path):
         assert writer.wait(timeout=600) == 0
     assert seen == sorted(seen)
     assert assert_consistent(col) == N
+
+
+def test_an_index_error_in_the_background_loses_nothing(tmp_path, monkeypatch):
+    """The index is filled in a thread of its own; when it fails, the error reaches the caller,
+    the committed rows stay, and the next use rebuilds the index from the store's change log."""
+    import numpy as np
+
+    from latentsearch.indexes.faiss_index import FaissIndex
+
+    rng = np.random.default_rng(0)
+    col = latentsearch.create(tmp_path / "col", encoder=None, dim=8, index="Flat")
+    first = col.add(rng.standard_normal((50, 8), dtype=np.float32))
+    col.flush()
+    real_add, calls = FaissIndex.add, []
+
+    def failing_add(self, ids, vectors):
+        calls.append(len(ids))
+        if len(calls) == 2:
+            raise MemoryError("simulated: the index could not grow")
+        return real_add(self, ids, vectors)
+
+    monkeypatch.setattr(FaissIndex, "add", failing_add)
+    x = rng.standard_normal((3000, 8), dtype=np.float32)
+    with pytest.raises(MemoryError, match="simulated"):
+        col.add(x, batch_size=64)  # chunks of 1,024: the second one's index add fails
+        col.search(x[0], k=1)  # or the error surfaces at the next read
+    monkeypatch.setattr(FaissIndex, "add", real_add)
+    stored = len(col)
+    assert stored >= 50 + 1024  # committed chunks stay in the store
+    check = col.verify()
+    assert check["items"] == check["indexed"] == stored
+    assert check["missing_from_index"] == check["not_in_store"] == check["indexed_twice"] == []
+    hit = col.search(col.store.vectors([first[0]])[1][0], k=1)[0]
+    assert hit.id == first[0]
+    col.close()
+    reopened = latentsearch.open(tmp_path / "col")
+    assert reopened.verify()["indexed"] == stored
+    reopened.close()

@@ -15,7 +15,7 @@ from latentsearch.collection import Collection
 from latentsearch.errors import InvalidInputError
 from latentsearch.evaluation.metrics import evaluate
 from latentsearch.query.hybrid import fts5_query, rrf, tsquery_or, words
-from latentsearch.stores.sql import FTS_TABLE, TSV_COLUMN
+from latentsearch.stores.fulltext import FTS_TABLE, TSV_COLUMN
 
 DOCS = {
     "zep": "Airships such as zeppelins carried passengers across the ocean in the early twentieth "

@@ -12,7 +12,8 @@ import pytest
 import latentsearch
 from latentsearch.errors import InvalidInputError
 from latentsearch.ingest.records import Record, open_image
-from latentsearch.ingest.sources import RecordFields, read_text_file, records_from_paths
+from latentsearch.ingest.readers import read_text_file
+from latentsearch.ingest.sources import RecordFields, records_from_paths
 from latentsearch.types import Skipped
 from helpers import write  # noqa: E402
 

@@ -17,17 +17,9 @@ from latentsearch.cli import EXIT_SKIPPED, cli
 from latentsearch.errors import InvalidInputError
 from latentsearch.ingest import sources
 from latentsearch.ingest.records import Record
-from latentsearch.ingest.sources import (
-    LATIN1_WARNING,
-    RecordFields,
-    SourceOptions,
-    compile_glob,
-    iter_files,
-    paths_from_list,
-    read_text_file,
-    records_from_iterable,
-    records_from_paths,
-)
+from latentsearch.ingest.readers import LATIN1_WARNING, read_text_file
+from latentsearch.ingest.sources import RecordFields, records_from_iterable, records_from_paths
+from latentsearch.ingest.walk import SourceOptions, compile_glob, iter_files, paths_from_list
 from latentsearch.types import Skipped
 from helpers import write  # noqa: E402
 
@@ -307,7 +299,7 @@ def test_permission_denied_simulated(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(sources.os, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_open)
     records, skipped = split(records_from_paths([tmp_path]))
     monkeypatch.undo()
     assert [Path(r.source).name for r in records] == ["open.txt"]

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy.exc import SQLAlchemyError
 
 from latentsearch.errors import InvalidInputError, LatentSearchError
-from latentsearch.stores.sql import BATCH, NewItem, SqlStore
+from latentsearch.stores.bulk import BATCH
+from latentsearch.stores.sql import NewItem, SqlStore
 
 DIM = 8
 INFO = {"encoder": "hashing:8", "dim": str(DIM), "metric": "cosine"}

@@ -1,10 +1,11 @@
-"""The write path, as three overlapped stages: read → encode → write.
+"""The write path, as overlapped stages: read → encode → write → index.
 
 A reader thread groups incoming records into chunks, skips files whose size and mtime match the
 store, reads and decodes the rest (a small thread pool: decoding images releases the GIL) and
-hashes them; the calling thread encodes; a writer thread commits each chunk in one transaction
-and updates the index. Queues between the stages hold at most two chunks, so memory does not grow
-with the corpus, and every committed chunk survives a crash.
+hashes them; the calling thread encodes; a writer thread commits each chunk in one transaction;
+an index thread adds each committed chunk to the index while the next one is written. Queues
+between the stages hold at most two chunks, so memory does not grow with the corpus, and every
+committed chunk survives a crash (the index catches up from the change log on the next open).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..stores.sql import NewItem
 from ..types import IMAGE, TEXT, VECTOR, IndexReport, Skipped
 from ..vectors import as_matrix, prepare
 from .chunking import ChunkConfig, TokenCounter, counter_for, split_passages
+from .keyset import KeySet
 from .records import Record
 
 if TYPE_CHECKING:
@@ -97,7 +99,8 @@ class Stages:
 
     read: float = 0.0
     encode: float = 0.0
-    write: float = 0.0
+    write: float = 0.0  # the store's transactions
+    index: float = 0.0  # adding to the index, overlapping the next transaction (until the run ends)
 
 
 @dataclass
@@ -163,9 +166,9 @@ def run_ingest(
 ) -> IndexReport:
     report, stages, started = IndexReport(), Stages(), time.perf_counter()
     splitter = Splitter.for_encoder(col.encoder, chunking) if chunking is not None else None
-    seen: dict[str, str] = {}
-    chunks = chunked(_first_of_each_key(records, seen, report), budget=16 * batch_size)
+    chunks = chunked(_first_of_each_key(records), budget=16 * batch_size)
     pending: Future[Any] | None = None
+    feed = col._index_feed()
     with ThreadPoolExecutor(1, thread_name_prefix="latentsearch-writer") as writer:
         for prep in prefetch(_prepare(col, chunk, on_conflict, stages, splitter) for chunk in chunks):
             report.unchanged += prep.unchanged
@@ -176,24 +179,22 @@ def run_ingest(
             stages.encode += time.perf_counter() - t0
             if pending is not None:
                 _merge(report, pending.result())
-            pending = writer.submit(_write, col, prep, vectors, stages, progress)
+            pending = writer.submit(_write, col, prep, vectors, stages, progress, feed)
         if pending is not None:
             _merge(report, pending.result())
     report.seconds = time.perf_counter() - started
-    report.stages = {"read": stages.read, "encode": stages.encode, "write": stages.write}
+    report.stages = {"read": stages.read, "encode": stages.encode, "write": stages.write, "index": stages.index}
     return report
 
 
-def _first_of_each_key(
-    records: Iterable[Record | Skipped], seen: dict[str, str], report: IndexReport
-) -> Iterator[Record | Skipped]:
-    """A key seen before in this run is reported as a duplicate, not written twice."""
+def _first_of_each_key(records: Iterable[Record | Skipped]) -> Iterator[Record | Skipped]:
+    """A key seen before in this run is reported as a duplicate, not written twice (the keys
+    seen are held as 8-byte digests: memory does not follow the corpus)."""
+    seen = KeySet()
     for r in records:
-        if isinstance(r, Record) and r.key is not None:
-            if r.key in seen:
-                yield Skipped(r.source or r.key, f"duplicate key {r.key!r}, first seen at {seen[r.key]}")
-                continue
-            seen[r.key] = r.source or r.key
+        if isinstance(r, Record) and r.key is not None and not seen.add(r.key):
+            yield Skipped(r.source or r.key, f"duplicate key {r.key!r}: it appeared earlier in this run")
+            continue
         yield r
 
 
@@ -282,7 +283,48 @@ def _load(record: Record, preprocess: Callable[[Any], Any] | None = None) -> tup
         return record, "", f"unreadable {what}: {exc}"
 
 
-def _write(col: Collection, prep: Prepared, vectors: np.ndarray, stages: Stages, progress: Progress | None) -> dict[str, Any]:
+class IndexFeed:
+    """Applies committed writes to a collection's index in a thread of its own, in commit order,
+    so the store's next transaction (and the caller's next ``add``) overlaps the index's work on
+    the last one. At most one write waits (bounded memory). Everything that reads the index first
+    waits for it (:meth:`Collection.index`); an error in the index surfaces there or at the next
+    write, and drops the in-memory index, which the next use reloads from its snapshot and the
+    store's change log (which holds every committed write).
+    """
+
+    def __init__(self, col: Collection):
+        self.col = col
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="latentsearch-index")
+        self.pending: Future[None] | None = None
+
+    def submit(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int, stages: Stages) -> None:
+        self.wait()
+        self.pending = self.pool.submit(self._apply, ids, vectors, replaced, seq, stages)
+
+    def _apply(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int, stages: Stages) -> None:
+        t0 = time.perf_counter()
+        self.col._applied_own_write(ids, vectors, replaced, seq)
+        stages.index += time.perf_counter() - t0
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except BaseException:
+                self.col._index = None  # in an unknown state: reloaded on next use
+                raise
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
+
+
+def _write(
+    col: Collection, prep: Prepared, vectors: np.ndarray, stages: Stages, progress: Progress | None, feed: IndexFeed
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = [(r, d, v) for (r, d), v in zip(prep.encode, vectors)] + prep.reuse
     normalised = prepare(np.stack([v for _, _, v in rows]), col.config.dim, col.config.metric) if rows else []
@@ -310,11 +352,15 @@ def _write(col: Collection, prep: Prepared, vectors: np.ndarray, stages: Stages,
         # One transaction: a changed document's new passages and the removal of its old ones.
         new_ids = col.store.write([item for _, item in inserts], updates, deletes=prep.stale)
         written = [item.vector for _, item in inserts] + [item.vector for item in updates.values()]
-        col._applied_own_write(
+        t1 = time.perf_counter()
+        feed.submit(
             np.array(new_ids + list(updates), dtype=np.int64),
             np.stack(written) if written else np.zeros((0, col.config.dim), np.float32),
-            replaced=np.array(list(updates) + prep.stale, dtype=np.int64),
+            np.array(list(updates) + prep.stale, dtype=np.int64),
+            col.store.written_seq,
+            stages,
         )
+        t0 += time.perf_counter() - t1  # waiting for the index is not the store's time
     col.store.set_file_states(prep.stats)
     assigned = {id(r): i for (r, _), i in zip(inserts, new_ids)}
     assigned.update({id(r): prep.existing[r.key] for r, _, _ in rows if r.key in prep.existing})
@@ -328,7 +374,7 @@ def _write(col: Collection, prep: Prepared, vectors: np.ndarray, stages: Stages,
 def _merge(report: IndexReport, written: dict[str, Any]) -> None:
     report.added += written["added"]
     report.updated += written["updated"]
-    report.ids += written["ids"]
+    report.ids.extend(written["ids"])
 
 
 def encode_records(

@@ -64,7 +64,7 @@ class Record:
     def load(self) -> None:
         """Read the text file or decode the image (raises ``OSError``/``ValueError`` with a reason)."""
         if self.text is None and self.text_path is not None:
-            from .sources import read_text_file
+            from .readers import read_text_file
 
             self.text, self.warning = read_text_file(self.text_path)
         elif self.image is None and self.image_path is not None:

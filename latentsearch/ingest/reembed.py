@@ -47,7 +47,7 @@ def reembed(col: Collection, encoder: Encoder, batch_size: int, progress: Progre
         updated = {item_id: v for (item_id, _), v in zip(readable, vectors)}
         col.store.replace_vectors(updated)
         ids = np.array(list(updated), dtype=np.int64)
-        col._applied_own_write(ids, vectors, replaced=ids)
+        col._applied_own_write(ids, vectors, replaced=ids, seq=col.store.written_seq)
         report.updated += len(updated)
         if progress:
             progress(len(items))

@@ -1,84 +1,30 @@
 """Sources: folders, file lists, JSONL, CSV, Parquet and Python iterables become a stream of
-records, or of reasons to skip an input. Nothing here raises for a bad input file.
-
-Folders are walked in sorted order, files before subfolders. ``--include``/``--exclude`` globs
-are matched against a file's path relative to the folder that was given (``/`` separated) and
-against its name; a file is taken when either matches. ``*`` and ``?`` stop at ``/``, ``**`` as a
-whole segment spans any number of folders (none included), ``[abc]``/``[!abc]`` are classes, and
-matching is case-sensitive. With includes, a file must match one; an exclude always wins and also
-prunes folders whose relative path or name matches. Hidden entries (a name starting with ``.``)
-are left out unless ``hidden`` is set. Paths named explicitly (arguments, file lists) are always
-taken. Symbolic links are followed; a folder reached twice (a link loop) is walked once, and a
-file reached twice is one input, keyed by its resolved path.
+records, or of reasons to skip an input. Nothing here raises for a bad input file. Which files a
+folder gives is :mod:`.walk`'s rule; how a text file is read is :mod:`.readers`'.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import datetime
 import decimal
-import errno
-import functools
-import html.parser
 import json
-import os
-import re
-import stat as stat_module
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import InvalidInputError
 from ..types import Skipped
-from .records import FileStat, Record, json_safe
+from .records import Record, json_safe
+from .walk import SourceOptions, iter_files, os_error_reason, probe_file
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst", ".html", ".htm"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 RECORD_SUFFIXES = {".jsonl", ".ndjson", ".csv", ".parquet"}
 KNOWN_SUFFIXES = TEXT_SUFFIXES | IMAGE_SUFFIXES | RECORD_SUFFIXES
 ID_FIELDS = ("_id", "id", "key")
-LATIN1_WARNING = "not UTF-8; read as Latin-1"
-MAX_CONTROL_SHARE = 0.05  # more control characters than this and a "text" file is binary
 PARQUET_BATCH_ROWS = 1024
-_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")  # Cc except tab, LF, CR, FF
-_BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """Which files of a folder are inputs (see the module docstring for the glob rule)."""
-
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    hidden: bool = False  # also take names starting with "."
-
-    def __post_init__(self) -> None:
-        for name in ("include", "exclude"):
-            value = getattr(self, name)
-            patterns = (value,) if isinstance(value, str) else tuple(value)
-            object.__setattr__(self, name, patterns)
-            for pattern in patterns:
-                compile_glob(pattern)  # a bad pattern fails here, not deep in a walk
-
-    def wants_file(self, rel: str, name: str) -> bool:
-        if not self.hidden and name.startswith("."):
-            return False
-        if self.include and not matches_any(self.include, rel, name):
-            return False
-        return not matches_any(self.exclude, rel, name)
-
-    def wants_folder(self, rel: str, name: str) -> bool:
-        if not self.hidden and name.startswith("."):
-            return False
-        return not matches_any(self.exclude, rel, name)
 
 
 @dataclass(frozen=True)
@@ -94,179 +40,6 @@ class RecordFields:
     image: str | None = None
     key: str | None = None  # default: the first of _id, id, key that the record has
     sources: SourceOptions = field(default_factory=SourceOptions)
-
-
-class FoundFile(NamedTuple):
-    path: Path  # as reached (its name decides the type: a link's target may have no suffix)
-    resolved: Path  # its identity: the same file reached twice is one input
-
-
-# -- globs -------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=256)
-def compile_glob(pattern: str) -> re.Pattern[str]:
-    """A regex for ``pattern``: ``*``/``?`` within a segment, ``**`` across segments."""
-    cleaned = pattern.strip().removeprefix("./").rstrip("/")
-    if not cleaned:
-        raise InvalidInputError(f"the glob {pattern!r} is empty; give a pattern like '*.md' or 'docs/**'")
-    segments = cleaned.split("/")
-    parts = []
-    for i, segment in enumerate(segments):
-        last = i == len(segments) - 1
-        if segment == "**":
-            parts.append(".*" if last else "(?:[^/]*/)*")
-        else:
-            parts.append(_glob_segment(segment) + ("" if last else "/"))
-    return re.compile("".join(parts), re.DOTALL)
-
-
-def _glob_segment(segment: str) -> str:
-    out, i = [], 0
-    while i < len(segment):
-        c = segment[i]
-        i += 1
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and (end := _class_end(segment, i)) > 0:
-            negate = segment[i] == "!"
-            body = "".join("\\" + ch if ch in "\\^[]&~|" else ch for ch in segment[i + negate : end])
-            out.append(f"[^/{body}]" if negate else f"[{body}]")
-            i = end + 1
-        else:
-            out.append(re.escape(c))
-    return "".join(out)
-
-
-def _class_end(segment: str, i: int) -> int:
-    """Where the class opened before ``i`` closes (-1: not a class; ``[`` is then literal)."""
-    j = i + (segment[i : i + 1] == "!")
-    j += segment[j : j + 1] == "]"  # a leading ] is a member
-    return segment.find("]", j)
-
-
-def matches_any(patterns: Iterable[str], rel: str, name: str) -> bool:
-    """Whether a pattern matches the path relative to the root or the name."""
-    return any(bool(rx.fullmatch(rel) or rx.fullmatch(name)) for rx in map(compile_glob, patterns))
-
-
-# -- finding files -----------------------------------------------------------------------------
-
-
-def os_error_reason(exc: OSError, what: str = "file") -> str:
-    """A short reason for a failed stat/open/read."""
-    if isinstance(exc, FileNotFoundError):
-        return f"{what} vanished"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if exc.errno == errno.ELOOP:
-        return "symbolic link loop"
-    return f"cannot read: {exc.strerror or exc}"
-
-
-def iter_files(
-    paths: Iterable[str | Path], options: SourceOptions = SourceOptions()
-) -> Iterator[FoundFile | Skipped]:
-    """Each file under ``paths`` once (folders walked, see the module docstring)."""
-    seen: set[Path] = set()
-    walked: set[str] = set()
-    for raw in paths:
-        path = Path(raw).expanduser()
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            reason = "broken symbolic link" if os.path.islink(path) else "no such file or folder"
-            yield Skipped(str(path.absolute()), reason)
-            continue
-        except OSError as exc:
-            yield Skipped(str(path.absolute()), os_error_reason(exc))
-            continue
-        found = _walk(path, options, walked) if stat_module.S_ISDIR(st.st_mode) else [_found(path)]
-        for item in found:
-            if isinstance(item, FoundFile):
-                if item.resolved in seen:
-                    continue
-                seen.add(item.resolved)
-            yield item
-
-
-def _found(path: Path) -> FoundFile | Skipped:
-    try:
-        return FoundFile(path, path.resolve(strict=True))
-    except FileNotFoundError:
-        reason = "broken symbolic link" if os.path.islink(path) else "file vanished"
-        return Skipped(str(path.absolute()), reason)
-    except OSError as exc:
-        return Skipped(str(path.absolute()), os_error_reason(exc))
-    except RuntimeError:  # a link loop, on Python versions that raise it
-        return Skipped(str(path.absolute()), "symbolic link loop")
-
-
-def _walk(root: Path, options: SourceOptions, walked: set[str]) -> Iterator[FoundFile | Skipped]:
-    """Depth first, sorted, files before subfolders; a folder already walked is not entered again."""
-    stack = [(root, os.path.realpath(root), "")]
-    while stack:
-        folder, real, rel = stack.pop()
-        if real in walked:
-            continue
-        walked.add(real)
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            yield Skipped(str(folder.absolute()), os_error_reason(exc, "folder"))
-            continue
-        subfolders = []
-        for entry in entries:
-            entry_rel = f"{rel}/{entry.name}" if rel else entry.name
-            path = folder / entry.name
-            try:
-                is_dir = entry.is_dir()
-            except OSError:
-                is_dir = False
-            if is_dir:
-                if options.wants_folder(entry_rel, entry.name):
-                    target = os.path.realpath(path) if entry.is_symlink() else os.path.join(real, entry.name)
-                    subfolders.append((path, target, entry_rel))
-            elif options.wants_file(entry_rel, entry.name):
-                if entry.is_symlink():
-                    yield _found(path)
-                else:
-                    yield FoundFile(path, Path(real) / entry.name)
-        stack.extend(reversed(subfolders))
-
-
-def paths_from_list(name: str | Path) -> Iterator[str]:
-    """The paths listed in a file (``-``: stdin), one per line; blank lines and ``#`` comments
-    are ignored, relative paths are relative to the working folder."""
-    if str(name) == "-":
-        stream = getattr(sys.stdin, "buffer", None)
-        yield from _list_lines(stream if stream is not None else sys.stdin)
-        return
-    with open(name, "rb") as fh:
-        yield from _list_lines(fh)
-
-
-def _list_lines(stream: Iterable[bytes | str]) -> Iterator[str]:
-    for line in stream:
-        text = line.decode("utf-8", "surrogateescape") if isinstance(line, bytes) else line
-        text = text.strip()
-        if text and not text.startswith("#"):
-            yield text
-
-
-def probe_file(path: Path) -> FileStat:
-    """Size and mtime of a readable regular file (``OSError``/``ValueError`` when it is not)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if not stat_module.S_ISREG(st.st_mode):
-        raise ValueError("not a regular file")
-    return FileStat(st.st_size, st.st_mtime_ns)
 
 
 # -- records -----------------------------------------------------------------------------------
@@ -439,69 +212,3 @@ def check_fields(fields: RecordFields) -> None:
         raise InvalidInputError("--text-field must name at least one field")
     if fields.key is not None and not fields.key.strip():
         raise InvalidInputError("--key-field must name a field")
-
-
-# -- text files --------------------------------------------------------------------------------
-
-
-class _TextOfHtml(html.parser.HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        self._skip += tag in ("script", "style")
-
-    def handle_endtag(self, tag: str) -> None:
-        self._skip -= tag in ("script", "style") and self._skip > 0
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
-
-
-def decode_text(raw: bytes) -> tuple[str, str | None]:
-    """UTF-8 (BOM or not), UTF-16/32 with a BOM, else Latin-1 with a warning; binary is an error."""
-    warning = None
-    bom = next((codec for bom, codec in _BOMS if raw.startswith(bom)), None)
-    if bom is not None:
-        try:
-            text = raw.decode(bom)
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"not valid {bom.upper()} text ({exc.reason} at byte {exc.start})") from None
-    elif b"\0" in raw:
-        raise ValueError("binary content (NUL bytes)")
-    else:
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text, warning = raw.decode("latin-1"), LATIN1_WARNING
-    controls = len(_CONTROL.findall(text))
-    if "\0" in text or controls > MAX_CONTROL_SHARE * len(text):
-        raise ValueError(f"binary content ({controls} control characters in {len(text)})")
-    return text, warning
-
-
-def read_text_file(path: Path) -> tuple[str, str | None]:
-    """The text of a file and a warning about how it was read (None when it is UTF-8/16/32).
-
-    Raises ``ValueError`` with the reason for an empty, binary or unreadable file and
-    ``FileNotFoundError`` when it vanished; HTML is stripped to its text.
-    """
-    try:
-        raw = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        raise
-    except OSError as exc:
-        raise ValueError(os_error_reason(exc)) from exc
-    if not raw.strip():
-        raise ValueError("empty file")
-    text, warning = decode_text(raw)
-    if path.suffix.lower() in (".html", ".htm"):
-        parser = _TextOfHtml()
-        parser.feed(text)
-        text = " ".join(" ".join(parser.parts).split())
-    if not text.strip():
-        raise ValueError("no text in file")
-    return text, warning

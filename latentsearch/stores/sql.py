@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,35 +13,31 @@ import numpy as np
 from sqlalchemy import (
     Connection,
     Engine,
-    bindparam,
-    cast,
-    column,
     create_engine,
     delete,
     event,
     func,
     inspect,
-    literal,
-    literal_column,
     select,
-    table,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..types import Item
 from ..errors import CorruptCollectionError, InvalidInputError, LatentSearchError
+from .bulk import BulkInsert, Same
+from .bulk import chunks as _chunks
+from .cluster_tables import ClusterTablesMixin
 from .filters import compile_where
-from .models import Assignment, Base, Change, ClusterBase, ClusterRow, Info
+from .fulltext import FTS_TABLE, FullTextMixin
+from .models import Base, Change, ClusterBase, Info
 from .models import Item as ItemRow
 
-FTS_TABLE = "items_fts"  # SQLite: the FTS5 index over items.text
-TSV_COLUMN = "text_tsv"  # PostgreSQL: the generated tsvector column of items
-BATCH = 10_000  # ids per IN (...) clause: well under SQLite's limit of 32,766 variables
+ITEM_COLUMNS = ("id", "key", "source", "modality", "text", "metadata", "content_hash", "document", "file_size",
+                "file_mtime_ns", "vector", "added_at")
 
 
 @dataclass
@@ -81,17 +76,7 @@ def _hide_password(url: str) -> str:
         return url.split(":", 1)[0] + ":…"
 
 
-def _idf(total: int, matching: int) -> float:
-    """BM25's inverse document frequency (Lucene's form, never negative)."""
-    return math.log(1 + (total - matching + 0.5) / (matching + 0.5))
-
-
-def _chunks(values: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-class SqlStore:
+class SqlStore(FullTextMixin, ClusterTablesMixin):
     """The store of one collection. ``schema`` (PostgreSQL) keeps collections apart in one database."""
 
     def __init__(self, url: str, dim: int, vector_dtype: str = "float32", schema: str | None = None):
@@ -109,6 +94,9 @@ class SqlStore:
             engine = engine.execution_options(schema_translate_map={None: schema})
         self.engine: Engine = engine
         self._writer_conn: Connection | None = None
+        self._item_insert: BulkInsert | None = None
+        self._change_insert: BulkInsert | None = None
+        self.written_seq = 0  # the newest change this store object wrote (see _log_changes)
         self._fulltext: bool | None = None
 
     # -- schema -------------------------------------------------------------------------------
@@ -126,120 +114,6 @@ class SqlStore:
                     session.merge(Info(name=name, value=value))
         except SQLAlchemyError as exc:
             raise LatentSearchError(f"cannot create the store at {self.safe_url}: {exc}") from exc
-
-    def _create_fulltext(self, conn: Connection) -> None:
-        """The full-text index over ``items.text`` (see :mod:`latentsearch.query.hybrid`)."""
-        dialect = self.engine.dialect.name
-        if dialect == "sqlite":
-            # External content: the index stores only tokens; triggers keep it in step with items.
-            conn.exec_driver_sql(
-                f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
-                f"text, content='items', content_rowid='id', tokenize='porter unicode61')"
-            )
-            conn.exec_driver_sql(
-                f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_ai AFTER INSERT ON items BEGIN "
-                f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.id, new.text); END"
-            )
-            conn.exec_driver_sql(
-                f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_ad AFTER DELETE ON items BEGIN "
-                f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text); END"
-            )
-            conn.exec_driver_sql(
-                f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_au AFTER UPDATE OF text ON items BEGIN "
-                f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text); "
-                f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.id, new.text); END"
-            )
-        elif dialect == "postgresql":
-            items = f'"{self.schema}".items' if self.schema else "items"
-            conn.exec_driver_sql(
-                f"ALTER TABLE {items} ADD COLUMN IF NOT EXISTS {TSV_COLUMN} tsvector "
-                f"GENERATED ALWAYS AS (to_tsvector('english', coalesce(text, ''))) STORED"
-            )
-            conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS items_{TSV_COLUMN}_idx ON {items} USING GIN ({TSV_COLUMN})")
-
-    def has_fulltext(self) -> bool:
-        """Whether the store has the full-text index (collections made before it had none)."""
-        if self._fulltext is None:
-            try:
-                if self.engine.dialect.name == "sqlite":
-                    with self.engine.connect() as conn:
-                        found = conn.exec_driver_sql(
-                            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (FTS_TABLE,)
-                        ).first()
-                    self._fulltext = found is not None
-                elif self.engine.dialect.name == "postgresql":
-                    columns = inspect(self.engine).get_columns("items", schema=self.schema)
-                    self._fulltext = any(c["name"] == TSV_COLUMN for c in columns)
-                else:
-                    self._fulltext = False
-            except SQLAlchemyError as exc:
-                raise CorruptCollectionError(f"cannot read the store at {self.safe_url}: {exc}") from exc
-        return self._fulltext
-
-    def lexical_search(
-        self, query: str, limit: int, where: Mapping[str, Any] | None = None
-    ) -> list[tuple[int, float]]:
-        """``(id, score)`` of the ``limit`` items whose text best matches ``query``, best first.
-
-        Any query word may match (OR): SQLite ranks by FTS5's ``bm25()`` (score ``-bm25``, higher
-        is better), PostgreSQL by the sum over query words of idf x ``ts_rank(..., 1)`` (BM25's idf
-        from GIN-index counts: plain ``ts_rank``/``ts_rank_cd`` have no idf and score far lower
-        on SciFact). The query is never parsed as query syntax:
-        each word is quoted (see :mod:`latentsearch.query.hybrid`). ``where`` filters as in
-        :meth:`count_where`.
-        """
-        from ..query.hybrid import MAX_TERMS, fts5_query, tsquery_or
-
-        if not self.has_fulltext():
-            raise LatentSearchError(
-                f"the store at {self.safe_url} has no full-text index (it was made by an older version "
-                "of latentsearch); create the collection again to use lexical or hybrid search"
-            )
-        dialect = self.engine.dialect.name
-        condition = compile_where(where, dialect)
-        with Session(self.engine) as session:
-            if dialect == "sqlite":
-                match = fts5_query(query)
-                if match is None:
-                    return []
-                fts = table(FTS_TABLE, column("rowid"))
-                rank = func.bm25(literal_column(FTS_TABLE))
-                stmt = (
-                    select(ItemRow.id, rank)
-                    .join_from(fts, ItemRow, ItemRow.id == fts.c.rowid)
-                    .where(literal_column(FTS_TABLE).op("MATCH")(match), condition)
-                    .order_by(rank, ItemRow.id)
-                    .limit(limit)
-                )
-                return [(int(i), -float(r)) for i, r in session.execute(stmt)]
-            lexemes = session.scalar(
-                select(func.tsvector_to_array(func.to_tsvector(literal_column("'english'"), query)))
-            )
-            terms = [t for t in (tsquery_or([lex]) for lex in (lexemes or [])[:MAX_TERMS]) if t]
-            if not terms:
-                return []
-            tsv = literal_column(f"items.{TSV_COLUMN}")
-            one = [cast(bindparam(f"t{i}", t), TSQUERY) for i, t in enumerate(terms)]
-            # Document frequencies (GIN index lookups) for BM25's idf; ts_rank alone has no idf.
-            counts = session.execute(
-                select(
-                    select(func.count()).select_from(ItemRow).scalar_subquery(),
-                    *(select(func.count()).select_from(ItemRow).where(tsv.op("@@")(q)).scalar_subquery() for q in one),
-                )
-            ).one()
-            total = int(counts[0])
-            score = sum(
-                (literal(_idf(total, int(n))) * func.ts_rank(tsv, q, 1) for q, n in zip(one, counts[1:])),
-                literal(0.0),
-            )
-            anyterm = cast(bindparam("tsq", " | ".join(terms)), TSQUERY)
-            stmt = (
-                select(ItemRow.id, score.label("score"))
-                .where(tsv.op("@@")(anyterm), condition)
-                .order_by(literal_column("score").desc(), ItemRow.id)
-                .limit(limit)
-            )
-            return [(int(i), float(r)) for i, r in session.execute(stmt)]
 
     def exists(self) -> bool:
         try:
@@ -339,11 +213,7 @@ class SqlStore:
                     session.scalar(select(func.max(Change.item_id))) or 0,
                 )
                 ids = list(range(first, first + len(inserts)))
-                rows = [self._row(item, now) for item in inserts]
-                for item_id, row in zip(ids, rows):
-                    row["id"] = item_id
-                    row["metadata"] = row.pop("meta")
-                session.connection().execute(ItemRow.__table__.insert(), rows)
+                self._insert_items(session.connection(), ids, inserts, now)
             if updates:
                 # ORM bulk UPDATE by primary key: one executemany for the whole batch.
                 rows = [{**self._row(item, now), "id": i} for i, item in updates.items()]
@@ -358,8 +228,59 @@ class SqlStore:
                 + [{"item_id": i, "op": "delete"} for i in deletes]
             )
             if changes:
-                session.connection().execute(Change.__table__.insert(), changes)
+                self._log_changes(session.connection(), changes)
         return ids
+
+    def _insert_items(self, conn: Connection, ids: list[int], items: Sequence[NewItem], now: datetime) -> None:
+        """One driver-level executemany for the batch (see :mod:`.bulk`): vectors converted and
+        checked as one matrix, every other column by SQLAlchemy's own processor."""
+        vectors = self._vector_blobs([item.vector for item in items])
+        dialect = self.engine.dialect
+        if not BulkInsert.supported(dialect):
+            rows = [{**self._row(item, now), "id": i} for i, item in zip(ids, items)]
+            for row in rows:
+                row["metadata"] = row.pop("meta")
+            conn.execute(ItemRow.__table__.insert(), rows)
+            return
+        if self._item_insert is None:
+            self._item_insert = BulkInsert(ItemRow.__table__, ITEM_COLUMNS, dialect, self.schema)
+        self._item_insert.execute(conn, {
+            "id": ids,
+            "key": [item.key for item in items],
+            "source": [item.source for item in items],
+            "modality": [item.modality for item in items],
+            "text": [item.text for item in items],
+            "metadata": [item.metadata or {} for item in items],
+            "content_hash": [item.content_hash for item in items],
+            "document": [item.document if item.document is not None else item.key for item in items],
+            "file_size": [item.file_size for item in items],
+            "file_mtime_ns": [item.file_mtime_ns for item in items],
+            "vector": vectors,
+            "added_at": Same(now),
+        }, len(items))
+
+    def _log_changes(self, conn: Connection, changes: list[dict[str, Any]]) -> None:
+        """Append to the change log; :attr:`written_seq` becomes the newest sequence number, which
+        the writer hands to the index with the vectors (the index may apply them later)."""
+        dialect = self.engine.dialect
+        if not BulkInsert.supported(dialect):
+            conn.execute(Change.__table__.insert(), changes)
+        else:
+            if self._change_insert is None:
+                self._change_insert = BulkInsert(Change.__table__, ("item_id", "op"), dialect, self.schema)
+            self._change_insert.execute(
+                conn, {"item_id": [c["item_id"] for c in changes], "op": [c["op"] for c in changes]}, len(changes)
+            )
+        self.written_seq = int(conn.scalar(select(func.max(Change.seq))) or 0)
+
+    def _vector_blobs(self, vectors: Sequence[np.ndarray]) -> list[bytes]:
+        """Each vector as the stored bytes, converted as one matrix."""
+        shapes = {np.shape(v) for v in vectors}
+        if shapes != {(self.dim,)}:
+            wrong = next(s for s in shapes if s != (self.dim,))
+            raise InvalidInputError(f"vector of shape {wrong}, expected ({self.dim},)")
+        matrix = np.asarray(np.stack(vectors), dtype=np.float32)
+        return [row.tobytes() for row in self._stored(matrix)]
 
     def _row(self, item: NewItem, now: datetime) -> dict[str, Any]:
         vector = np.asarray(item.vector, dtype=np.float32)
@@ -381,13 +302,17 @@ class SqlStore:
         }
 
     def _row_vector(self, vector: np.ndarray) -> bytes:
-        stored = np.asarray(vector, dtype=np.float32).astype(self.dtype)
+        return self._stored(np.asarray(vector, dtype=np.float32)).tobytes()
+
+    def _stored(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors in the store's dtype; refused when a value does not fit it."""
+        stored = vectors.astype(self.dtype, copy=False)
         if not np.isfinite(stored).all():
             raise InvalidInputError(
-                f"a vector has values beyond {self.dtype.name}'s range (largest {np.abs(vector).max():g}); "
+                f"a vector has values beyond {self.dtype.name}'s range (largest {np.abs(vectors).max():g}); "
                 "use vector_dtype='float32'"
             )
-        return stored.tobytes()
+        return stored
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -528,7 +453,7 @@ class SqlStore:
         with Session(self.engine) as session, session.begin():
             rows = [{"id": i, "vector": self._row_vector(v)} for i, v in vectors.items()]
             session.execute(update(ItemRow), rows)
-            session.connection().execute(Change.__table__.insert(), [{"item_id": i, "op": "update"} for i in vectors])
+            self._log_changes(session.connection(), [{"item_id": i, "op": "update"} for i in vectors])
 
     def iter_vectors(self, batch_size: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every ``(ids, vectors)`` in id order, in batches (keyset pagination, bounded memory)."""
@@ -552,123 +477,6 @@ class SqlStore:
             return np.zeros(0, dtype=np.int64), seq
         ids = np.array(list(dict.fromkeys(r[0] for r in rows)), dtype=np.int64)
         return ids, int(rows[-1][1])
-
-    # -- the corpus clustering (see query/corpus_clusters.py) ----------------------------------
-
-    CLUSTERS_SEQ = "clusters_seq"  # info row: the change seq the assignments are up to date with
-
-    def ensure_cluster_tables(self) -> None:
-        """Create the clustering's tables if this store has none yet (older stores lack them)."""
-        try:
-            with self.engine.begin() as conn:
-                ClusterBase.metadata.create_all(conn, checkfirst=True)
-        except SQLAlchemyError as exc:
-            raise LatentSearchError(f"cannot create the cluster tables in {self.safe_url}: {exc}") from exc
-
-    def has_clusters(self) -> bool:
-        """Whether a clustering is stored."""
-        try:
-            if not inspect(self.engine).has_table(ClusterRow.__tablename__, schema=self.schema):
-                return False
-            with Session(self.engine) as session:
-                return session.scalar(select(ClusterRow.id).limit(1)) is not None
-        except SQLAlchemyError as exc:
-            raise CorruptCollectionError(f"cannot read the store at {self.safe_url}: {exc}") from exc
-
-    def replace_clusters(
-        self,
-        clusters: Sequence[dict[str, Any]],
-        item_ids: np.ndarray,
-        cluster_ids: np.ndarray,
-        seq: int,
-    ) -> None:
-        """Replace the stored clustering in one transaction: ``clusters`` rows (``id, label,
-        size, centroid (d,), representatives``), every item's cluster, and the change seq the
-        assignments reflect."""
-        self.ensure_cluster_tables()
-        with Session(self.engine) as session, session.begin():
-            session.execute(delete(Assignment))
-            session.execute(delete(ClusterRow))
-            rows = [
-                {**c, "centroid": np.asarray(c["centroid"], dtype=np.float32).tobytes(),
-                 "representatives": [int(i) for i in c.get("representatives", [])]}
-                for c in clusters
-            ]
-            if rows:
-                session.connection().execute(ClusterRow.__table__.insert(), rows)
-            pairs = list(zip(np.asarray(item_ids).tolist(), np.asarray(cluster_ids).tolist()))
-            for chunk in _chunks(pairs):
-                session.connection().execute(
-                    Assignment.__table__.insert(), [{"item_id": i, "cluster_id": c} for i, c in chunk]
-                )
-            session.merge(Info(name=self.CLUSTERS_SEQ, value=str(int(seq))))
-
-    def load_clusters(self) -> list[dict[str, Any]]:
-        """The stored clusters by id (``id, label, size, centroid, representatives``); [] if none."""
-        if not self.has_clusters():
-            return []
-        with Session(self.engine) as session:
-            rows = session.execute(select(ClusterRow).order_by(ClusterRow.id)).scalars().all()
-            return [
-                {"id": r.id, "label": r.label, "size": int(r.size),
-                 "centroid": np.frombuffer(r.centroid, dtype=np.float32).copy(),
-                 "representatives": list(r.representatives or [])}
-                for r in rows
-            ]
-
-    def clusters_seq(self) -> int:
-        """The change seq the stored assignments are up to date with (0 when never clustered)."""
-        with Session(self.engine) as session:
-            value = session.scalar(select(Info.value).where(Info.name == self.CLUSTERS_SEQ))
-        return int(value) if value else 0
-
-    def update_assignments(self, assigned: dict[int, int], gone: Sequence[int], seq: int) -> None:
-        """Set the cluster of ``assigned`` items (insert or replace), drop the rows of ``gone``
-        ids and record ``seq``, in one transaction (sizes are recounted)."""
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        with Session(self.engine) as session, session.begin():
-            for chunk in _chunks(list(gone)):
-                session.execute(delete(Assignment).where(Assignment.item_id.in_(chunk)))
-            for chunk in _chunks(list(assigned.items())):
-                stmt = upsert(Assignment).values([{"item_id": i, "cluster_id": c} for i, c in chunk])
-                session.execute(
-                    stmt.on_conflict_do_update(index_elements=["item_id"], set_={"cluster_id": stmt.excluded.cluster_id})
-                )
-            sizes = dict(
-                session.execute(select(Assignment.cluster_id, func.count()).group_by(Assignment.cluster_id)).all()
-            )
-            for cid in session.scalars(select(ClusterRow.id)).all():
-                session.execute(
-                    update(ClusterRow).where(ClusterRow.id == cid).values(size=int(sizes.get(cid, 0))),
-                    execution_options={"synchronize_session": False},
-                )
-            session.merge(Info(name=self.CLUSTERS_SEQ, value=str(int(seq))))
-
-    def cluster_item_ids(self, cluster_id: int, limit: int | None = None) -> list[int]:
-        """Ids of the stored items in a cluster, in id order."""
-        with Session(self.engine) as session:
-            stmt = (
-                select(Assignment.item_id)
-                .join(ItemRow, ItemRow.id == Assignment.item_id)
-                .where(Assignment.cluster_id == int(cluster_id))
-                .order_by(Assignment.item_id)
-            )
-            if limit is not None:
-                stmt = stmt.limit(int(limit))
-            return [int(i) for i in session.scalars(stmt)]
-
-    def assignments(self, ids: Sequence[int]) -> dict[int, int]:
-        """``item_id -> cluster_id`` for the given ids that have a cluster."""
-        out: dict[int, int] = {}
-        with Session(self.engine) as session:
-            for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
-                stmt = select(Assignment.item_id, Assignment.cluster_id).where(Assignment.item_id.in_(chunk))
-                out.update({int(i): int(c) for i, c in session.execute(stmt)})
-        return out
 
     def _matrix(self, blobs: list[bytes]) -> np.ndarray:
         if not blobs:

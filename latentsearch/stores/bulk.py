@@ -1,0 +1,74 @@
+"""Bulk inserts at the driver level, for the write path's large batches.
+
+SQLAlchemy's Core ``executemany`` runs every value of every row through its bind machinery, which
+costs more than SQLite's own insert for a batch of vectors with metadata. Here each column is
+converted once, as a whole: by the same bind processor SQLAlchemy would use (so the stored bytes
+are identical: JSON text, timestamps, blobs), applied once for a value shared by the whole batch
+and row by row otherwise. The rows then go to the driver's ``executemany`` in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
+from typing import Any
+
+from sqlalchemy import Connection, Dialect, Table
+
+PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+BATCH = 10_000  # ids per IN (...) clause: well under SQLite's limit of 32,766 variables
+
+
+def chunks(values: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
+    """``values`` in slices of ``size`` (one statement each)."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class Same:
+    """A value every row of the batch shares (converted once)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+class BulkInsert:
+    """``INSERT INTO table (columns) VALUES (...)`` for many rows through the driver.
+
+    ``schema`` qualifies the table (the store's PostgreSQL schema: driver-level SQL does not go
+    through SQLAlchemy's schema translation).
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect, schema: str | None = None):
+        placeholder = PLACEHOLDERS.get(dialect.paramstyle)
+        if placeholder is None:
+            raise ValueError(f"no driver-level insert for the {dialect.paramstyle!r} parameter style")
+        quote = dialect.identifier_preparer.quote
+        name = quote(table.name) if not schema else f"{quote(schema)}.{quote(table.name)}"
+        self.columns = list(columns)
+        self.sql = (
+            f"INSERT INTO {name} ({', '.join(quote(c) for c in self.columns)}) "
+            f"VALUES ({', '.join([placeholder] * len(self.columns))})"
+        )
+        self.processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in self.columns]
+
+    @staticmethod
+    def supported(dialect: Dialect) -> bool:
+        return dialect.paramstyle in PLACEHOLDERS
+
+    def execute(self, conn: Connection, values: Mapping[str, Sequence[Any] | Same], rows: int) -> None:
+        """Insert ``rows`` rows; ``values`` gives each column as a sequence, or one shared value."""
+        if not rows:
+            return
+        columns = []
+        for name, process in zip(self.columns, self.processors):
+            value = values[name]
+            if isinstance(value, Same):
+                columns.append(repeat(process(value.value) if process else value.value, rows))
+            else:
+                if len(value) != rows:
+                    raise ValueError(f"column {name}: {len(value)} values for {rows} rows")
+                columns.append(map(process, value) if process else value)
+        conn.exec_driver_sql(self.sql, list(zip(*columns)))
