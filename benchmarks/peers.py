@@ -13,6 +13,8 @@ selects about 1% of the rows. Every system gets the same vectors, ids, metadata 
   peers below return ids and distances only.
 * **raw FAISS**: ``IndexHNSWFlat(d, 32, METRIC_INNER_PRODUCT)`` (efConstruction 40, its default)
   with efSearch 16 (default) to 512. Filter: ``IDSelectorBatch`` in ``SearchParametersHNSW``.
+  Also ``IVF{sqrt(n)},PQ{d/16}`` at nprobe 20, alone and with an exact re-rank
+  (``IndexRefineFlat``, 10 x k): the shape of LanceDB's default IVF_PQ, as a cross-check.
 * **hnswlib**: ``space="cosine"``, ``init_index`` defaults (M 16, ef_construction 200), query ef
   10 (default) to 512. Filter: ``knn_query(..., filter=callable)`` (one thread, as hnswlib's
   README advises for Python filters).
@@ -205,10 +207,29 @@ def bench_faiss(data: Data, tmp: Path) -> list[Row]:
     def search(ef: int, sel: Any = None) -> np.ndarray:
         return index.search(data.xq, K, params=faiss.SearchParametersHNSW(sel=sel, efSearch=ef))[1]
 
-    return sweep_rows("raw FAISS", data, [
+    rows = sweep_rows("raw FAISS", data, [
         (f"HNSW32 efSearch={ef}" + (" (default)" if ef == default_ef else ""), lambda ef=ef: search(ef),
          (lambda ef=ef: search(ef, selector)) if ef in (default_ef, BEST_EF) else None)
         for ef in EF_SWEEP], seconds, "IndexHNSWFlat, efConstruction 40 (default); filter: IDSelectorBatch")
+    # A cross-check for LanceDB's IVF_PQ: the same partitions (sqrt(n)) and code size (dim/16
+    # sub-vectors of 8 bits), with and without an exact re-rank of 10 x k candidates.
+    nlist, m = int(data.n**0.5), max(1, data.dim // 16)
+    if data.n >= 39 * nlist and data.n >= 256 * 39:
+        def ingest_pq() -> Any:
+            pq = faiss.index_factory(data.dim, f"IVF{nlist},PQ{m}", faiss.METRIC_INNER_PRODUCT)
+            refined = faiss.IndexRefineFlat(pq)
+            refined.k_factor = 10
+            refined.train(data.xb)
+            refined.add(data.xb)
+            faiss.extract_index_ivf(pq).nprobe = 20  # LanceDB's default nprobes
+            return pq, refined
+
+        (pq, refined), pq_seconds = timed(ingest_pq)
+        rows += sweep_rows("raw FAISS", data, [
+            (f"IVF{nlist},PQ{m} nprobe=20", lambda: pq.search(data.xq, K)[1], None),
+            (f"IVF{nlist},PQ{m} nprobe=20 + exact re-rank of {10 * K}", lambda: refined.search(data.xq, K)[1], None)],
+            pq_seconds, "LanceDB's default IVF_PQ shape, for comparison")
+    return rows
 
 
 def bench_hnswlib(data: Data, tmp: Path) -> list[Row]:

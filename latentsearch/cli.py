@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
+from .cli_common import collection_argument, echo_json, json_option, parse_where, source_label, stderr_console, stdout_console
 from .errors import LatentSearchError
 
 EXIT_SKIPPED = 3  # the run finished, but some inputs were skipped
@@ -31,18 +31,6 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted; every finished batch is saved", err=True)
             sys.exit(130)
-
-
-def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
-
-
-def collection_argument(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.argument("collection", type=click.Path(file_okay=False, path_type=Path))(fn)
-
-
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -200,7 +188,7 @@ def _run_with_progress(
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True, console=_stderr()) as bar:
+    with Progress(*columns, transient=True, console=stderr_console()) as bar:
         task = bar.add_task("index", total=None, rate=0.0)
 
         def count() -> None:  # lists the inputs without reading them; passages are not counted
@@ -231,12 +219,6 @@ def _print_report(report: Any) -> None:
         click.echo(f"  skipped {s.source}: {s.reason}", err=True)
     if len(report.skipped) > 20:
         click.echo(f"  … and {len(report.skipped) - 20} more", err=True)
-
-
-def _stderr() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 @cli.command()
@@ -287,7 +269,7 @@ def search(
         raise click.UsageError("give a text QUERY or --image PATH (one of them)")
     if image is not None and mode != "dense":
         raise click.UsageError(f"--mode {mode} needs a text QUERY; search by --image with --mode dense")
-    where = _parse_where(where_json)
+    where = parse_where(where_json)
     with Collection.open(collection) as col:
         hits = col.search(
             image if image is not None else query,
@@ -308,10 +290,10 @@ def search(
     id_width = max([len(str(h.id)) for h in hits] + [2])
     for name, width in (("#", len(str(k))), ("score", 7), ("id", id_width)):
         table.add_column(name, no_wrap=True, min_width=width)
-    labels = [_source_label(h) for h in hits]
+    labels = [source_label(h) for h in hits]
     source_width = min(40, max([len(x) for x in labels] + [6]))
     table.add_column("source", no_wrap=True, min_width=source_width, max_width=40, overflow="ellipsis")
-    console = _stdout()
+    console = stdout_console()
     fixed = len(str(k)) + 7 + id_width + source_width + 8  # the other columns and the gaps
     table.add_column("text", no_wrap=True, overflow="ellipsis", max_width=max(20, console.width - fixed))
     for rank, (hit, label) in enumerate(zip(hits, labels), start=1):
@@ -324,220 +306,6 @@ def search(
             click.echo("no results (no item's text has a word of the query)")
         else:
             click.echo("no results (the collection is empty)")
-
-
-def _parse_where(text: str | None) -> dict[str, Any] | None:
-    """The --where option as a dict, or a one-line error."""
-    if text is None:
-        return None
-    try:
-        where = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.ClickException(f"--where is not valid JSON: {exc.msg} at character {exc.pos + 1}") from None
-    if not isinstance(where, dict):
-        raise click.ClickException(f"--where must be a JSON object such as '{{\"topic\": \"space\"}}', not {text!r}")
-    return where
-
-
-def _source_label(hit: Any) -> str:
-    """The file name for file items (its folder rarely fits), else the key."""
-    if hit.source and hit.key == hit.source:
-        return Path(hit.source).name
-    if hit.source and "/" in hit.source and hit.key and hit.key.startswith("/"):
-        return Path(hit.source).name
-    return hit.key or (Path(hit.source).name if hit.source else "")
-
-
-def _stdout() -> Any:
-    from rich.console import Console
-
-    return Console(soft_wrap=False)
-
-
-@cli.command()
-@collection_argument
-@click.argument("query")
-@click.option("-k", default=100, show_default=True, type=click.IntRange(min=2), help="Neighbours to group.")
-@click.option("-n", "--clusters", "n_clusters", type=click.IntRange(min=1), default=None, help="How many clusters [default: chosen from the data].")
-@click.option("--where", "where_json", default=None, metavar="JSON", help="Only items this metadata filter matches.")
-@click.option("--members", default=3, show_default=True, type=click.IntRange(min=0), help="Members shown per cluster.")
-@json_option
-def clusters(
-    collection: Path, query: str, k: int, n_clusters: int | None, where_json: str | None, members: int, as_json: bool
-) -> None:
-    """Group the K nearest neighbours of QUERY in COLLECTION into labelled clusters.
-
-    \b
-    Example:
-      latentsearch clusters papers "protein folding" -k 200
-      latentsearch clusters notes "travel" -n 4 --json
-    """
-    from .collection import Collection
-
-    where = _parse_where(where_json) if where_json else None
-    with Collection.open(collection) as col:
-        groups = col.clusters(query, k=k, n_clusters=n_clusters, where=where)
-    if as_json:
-        echo_json([g.to_dict() for g in groups])
-        return
-    for g in groups:
-        click.echo(f"cluster {g.id}: {g.label}  ({g.size} items, mean score {g.score:.4f})")
-        click.echo(f"  representative: {_source_label(g.representative)}  {g.representative.snippet(60)}")
-        for m in g.members[:members]:
-            click.echo(f"  {m.score:.4f}  {_source_label(m)}  {m.snippet(60)}")
-    if not groups:
-        click.echo("no results")
-
-
-@cli.command()
-@collection_argument
-@click.argument("expression", required=False)
-@click.option("-k", default=None, type=click.IntRange(min=1), help="How many results [default: 10; with --between, 1 per step].")
-@click.option("--between", nargs=2, metavar="A B", default=None, help="Walk from A to B (each a text, #ID or image path) instead of EXPRESSION.")
-@click.option("--steps", default=5, show_default=True, type=click.IntRange(min=2), help="Points from A to B, both ends included.")
-@click.option("--mmr", "lambda_", type=click.FloatRange(0.0, 1.0), default=None, metavar="LAMBDA", help="Diversify the results by maximal marginal relevance (1: plain order, 0: most varied).")
-@click.option("--fetch-k", default=50, show_default=True, type=click.IntRange(min=1), help="Candidates --mmr chooses from.")
-@json_option
-def explore(
-    collection: Path,
-    expression: str | None,
-    k: int | None,
-    between: tuple[str, str] | None,
-    steps: int,
-    lambda_: float | None,
-    fetch_k: int,
-    as_json: bool,
-) -> None:
-    """Query COLLECTION in its latent space: arithmetic, interpolation, diversified results.
-
-    EXPRESSION adds and subtracts quoted texts and #ID items, optionally weighted: the items
-    nearest the combined vector come back, leaving out the items named. With --mmr it must be
-    one term. --between A B lists the items nearest each point on the way from A to B.
-
-    \b
-    Example:
-      latentsearch explore photos '"beach" + #42 - "people"' -k 5
-      latentsearch explore photos --between '"sunrise"' '#42' --steps 7 -k 1
-      latentsearch explore papers '"protein folding"' --mmr 0.5 -k 10
-    """
-    from .collection import Collection
-    from .query.latent import parse_expression
-
-    if (expression is None) == (between is None):
-        raise click.UsageError("give an EXPRESSION or --between A B (one of them)")
-    if between is not None and lambda_ is not None:
-        raise click.UsageError("--mmr goes with an EXPRESSION, not with --between")
-    with Collection.open(collection) as col:
-        if between is not None:
-            a, b = (_explore_term(x) for x in between)
-            walk = col.interpolate(a, b, steps=steps, k=k or 1)
-            if as_json:
-                echo_json([{"t": t, "hits": [h.to_dict() for h in hits]} for t, hits in walk])
-                return
-            for t, hits in walk:
-                for hit in hits:
-                    click.echo(f"t={t:.2f}  {hit.score:.4f}  {hit.id}  {_source_label(hit)}  {hit.snippet(60)}")
-            return
-        terms = parse_expression(expression)  # type: ignore[arg-type]
-        k = k or 10
-        if lambda_ is not None:
-            if len(terms) != 1 or terms[0][1] != 1.0:
-                raise click.UsageError("--mmr takes one term, such as '\"protein folding\"' or '#42'")
-            hits = col.search_mmr(terms[0][0], k=k, fetch_k=max(fetch_k, k), lambda_=lambda_)
-        else:
-            hits = col.search_combination(terms, k=k)
-    if as_json:
-        echo_json([h.to_dict() for h in hits])
-        return
-    for rank, hit in enumerate(hits, start=1):
-        click.echo(f"{rank:>3}  {hit.score:.4f}  {hit.id}  {_source_label(hit)}  {hit.snippet(60)}")
-    if not hits:
-        click.echo("no results (the collection is empty)")
-
-
-def _explore_term(text: str) -> Any:
-    """A --between end: '#ID' an item, a quoted or plain text, or an existing image file."""
-    from .query.latent import parse_expression
-
-    stripped = text.strip()
-    if stripped[:1] in ("'", '"', "#"):
-        terms = parse_expression(stripped)
-        if len(terms) == 1 and terms[0][1] == 1.0:
-            return terms[0][0]
-        raise click.UsageError(f"--between takes one text, #ID or image path each, not {text!r}")
-    path = Path(stripped).expanduser()
-    return path if path.is_file() else text
-
-
-@cli.command()
-@collection_argument
-@click.option("-n", "--clusters", "n_clusters", required=True, type=click.IntRange(min=1), help="How many clusters.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of k-means.")
-@click.option("--sample", default=None, type=click.IntRange(min=1), help="Train k-means on this many vectors [default: up to 100,000].")
-@click.option("--wait", default=10.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another writer to finish.")
-@json_option
-def cluster(collection: Path, n_clusters: int, seed: int, sample: int | None, wait: float, as_json: bool) -> None:
-    """Cluster all of COLLECTION into N labelled groups (k-means) and store them.
-
-    Items then filter by cluster (--where '{"cluster": 3}'); items added later get
-    a cluster when clusters are next read.
-
-    \b
-    Example:
-      latentsearch cluster papers -n 20
-      latentsearch cluster notes -n 5 --json
-    """
-    from .collection import Collection
-
-    with Collection.open(collection) as col:
-        col.lock_timeout = wait
-        groups = col.cluster(n_clusters, seed=seed, sample=sample)
-    if as_json:
-        echo_json([g.to_dict() for g in groups])
-        return
-    from rich.table import Table
-
-    table = Table("id", "size", "label", "representative")
-    for g in groups:
-        rep = g.representatives[0] if g.representatives else None
-        snippet = ""
-        if rep is not None:
-            text = " ".join((rep.text or rep.source or rep.key or f"#{rep.id}").split())
-            snippet = text if len(text) <= 60 else text[:59] + "…"
-        table.add_row(str(g.id), str(g.size), g.label, snippet)
-    _stdout().print(table)
-
-
-@cli.command(name="map")
-@collection_argument
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write.")
-@click.option("--query", default=None, help="Mark this text query with a star.")
-@click.option("--sample", default=5000, show_default=True, type=click.IntRange(min=1), help="Plot at most this many items.")
-@click.option("--umap", "use_umap", is_flag=True, help="Project with UMAP (needs umap-learn) instead of PCA.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the sample and k-means.")
-@json_option
-def map_(collection: Path, output: Path, query: str | None, sample: int, use_umap: bool, seed: int, as_json: bool) -> None:
-    """Draw COLLECTION as a 2-D scatter coloured by cluster (PNG).
-
-    Colours come from the stored clustering (`latentsearch cluster`), else a quick k-means.
-
-    \b
-    Example:
-      latentsearch map papers -o papers.png --query "protein folding"
-    """
-    from .collection import Collection
-    from .query.map import render_map
-
-    with Collection.open(collection) as col:
-        result = render_map(col, output, query=query, sample=sample, use_umap=use_umap, seed=seed)
-    if as_json:
-        echo_json({
-            "path": str(result.path), "points": result.points, "projection": result.projection,
-            "stored_clustering": result.stored_clustering,
-            "clusters": {str(k): v for k, v in result.clusters.items()},
-        })
-        return
-    click.echo(f"wrote {result.path} ({result.points} items, {result.projection.upper()}, {len(result.clusters)} clusters)")
 
 
 @cli.command()
@@ -631,10 +399,14 @@ def encoders(as_json: bool) -> None:
     table = Table("kind", "origin", "description", box=None, pad_edge=False)
     for row in rows:
         table.add_row(*row)
-    _stdout().print(table)
+    stdout_console().print(table)
 
 
-from .cli_bench import bench; cli.add_command(bench)  # noqa: I001 - imports nothing heavy
+from .cli_bench import bench  # noqa: E402  (the commands in other modules import nothing heavy)
+from .cli_explore import cluster, clusters, explore, map_  # noqa: E402
+
+for command in (clusters, explore, cluster, map_, bench):
+    cli.add_command(command)
 
 
 def main() -> None:
