@@ -29,14 +29,14 @@ from .errors import (
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
 from .ingest.chunking import ChunkConfig
-from .ingest.pipeline import IndexFeed, run_ingest
-from .ingest.records import Record, make_records, open_image
+from .ingest.pipeline import IndexFeed, Stages, run_ingest
+from .ingest.records import Record, checked_metadata, make_records, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.api import QueryMethods
 from .query.filtered import FilterStats
 from .stores.sql import SqlStore, sqlite_url
 from .types import IndexReport, Item, Skipped
-from .vectors import as_matrix
+from .vectors import as_matrix, prepare
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ STORE_FILE = "metadata.db"
 INDEX_FILE = "index.faiss"
 INDEX_META = "index.json"
 LOCK_FILE = ".lock"
+VECTOR_CHUNK = 16_384  # rows per transaction when adding precomputed vectors
+NO_IDS = np.zeros(0, dtype=np.int64)
 Progress = Callable[[int], None]
 
 
@@ -323,9 +325,27 @@ class Collection(QueryMethods):
         precomputed vectors; returns the new ids in order. A key that exists already is an error."""
         if isinstance(inputs, np.ndarray) and inputs.ndim == 2:
             inputs = as_matrix(inputs, self.config.dim)  # checked once, not row by row
+            if keys is None:
+                return self._add_vectors(inputs, metadata)
         records = make_records(inputs, metadata, keys)
         self._check_all_or_nothing(records, allow_existing=False)
         return list(self.add_records(records, batch_size=batch_size, on_conflict="error").ids)
+
+    def _add_vectors(self, matrix: np.ndarray, metadata: Sequence[dict[str, Any]] | None) -> list[int]:
+        """Precomputed vectors without keys: nothing to read, encode or compare with the store, so
+        they go straight to it in transactions of :data:`VECTOR_CHUNK` rows, each then handed to
+        the index thread. Everything is checked before the first row is written."""
+        metas = checked_metadata(metadata, len(matrix))
+        vectors = prepare(matrix, self.config.dim, self.config.metric)
+        self.store.stored_vectors(vectors)  # a value the store's dtype cannot hold fails here
+        self._writer()
+        feed, ids = self._index_feed(), []
+        for start in range(0, len(vectors), VECTOR_CHUNK):
+            part = vectors[start : start + VECTOR_CHUNK]
+            new = self.store.insert_vectors(part, metas[start : start + VECTOR_CHUNK] if metas else None)
+            feed.submit(np.asarray(new, dtype=np.int64), part, NO_IDS, self.store.written_seq, Stages())
+            ids += new
+        return ids
 
     def upsert(
         self,

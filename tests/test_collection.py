@@ -750,3 +750,32 @@ def test_metadata_with_numpy_scalars_is_stored_or_refused_clearly(tmp_path: Path
             assert len(col) == 0
         else:
             assert col.get(ids)[0].metadata == {"score": 0.5, "n": 3}
+
+
+def test_adding_a_matrix_writes_in_transactions_and_checks_everything_first(tmp_path, monkeypatch, store_url):
+    monkeypatch.setattr("latentsearch.collection.VECTOR_CHUNK", 100)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((450, 16), dtype=np.float32)
+    col = latentsearch.create(tmp_path / "col", encoder=None, dim=16, index="Flat", metric="l2",
+                              vector_dtype="float16", store=None if store_url.startswith("sqlite") else store_url)
+    meta = [{"n": np.int64(i), "tags": np.array([i, i + 1])} for i in range(450)]
+    ids = col.add(x, metadata=meta)
+    assert ids == list(range(ids[0], ids[0] + 450)) and len(col) == 450
+    item = col.get([ids[7]])[0]
+    assert (item.modality, item.key, item.metadata) == ("vector", None, {"n": 7, "tags": [7, 8]})
+    assert col.search(x[123], k=1)[0].id == ids[123]
+    assert col.store.max_seq() == 450  # one change per row
+    # Nothing is written when any row is bad, wherever it is.
+    bad_meta = [{}] * 449 + [{"when": object()}]
+    with pytest.raises(InvalidInputError, match="metadata 449"):
+        col.add(x, metadata=bad_meta)
+    too_big = x.copy()
+    too_big[420, 3] = 1e6  # beyond float16
+    with pytest.raises(InvalidInputError, match="float16"):
+        col.add(too_big)
+    with pytest.raises(InvalidInputError, match="metadata"):
+        col.add(x, metadata=[{}] * 3)
+    assert len(col) == 450 and col.verify()["indexed"] == 450
+    col.close()
+    if not store_url.startswith("sqlite"):
+        col.store.drop()

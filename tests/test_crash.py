@@ -128,13 +128,14 @@ def test_an_index_error_in_the_background_loses_nothing(tmp_path, monkeypatch):
         return real_add(self, ids, vectors)
 
     monkeypatch.setattr(FaissIndex, "add", failing_add)
+    monkeypatch.setattr("latentsearch.collection.VECTOR_CHUNK", 1024)
     x = rng.standard_normal((3000, 8), dtype=np.float32)
     with pytest.raises(MemoryError, match="simulated"):
-        col.add(x, batch_size=64)  # chunks of 1,024: the second one's index add fails
+        col.add(x)  # transactions of 1,024: the second one's index add fails
         col.search(x[0], k=1)  # or the error surfaces at the next read
     monkeypatch.setattr(FaissIndex, "add", real_add)
     stored = len(col)
-    assert stored >= 50 + 1024  # committed chunks stay in the store
+    assert stored >= 50 + 2 * 1024  # committed chunks stay in the store
     check = col.verify()
     assert check["items"] == check["indexed"] == stored
     assert check["missing_from_index"] == check["not_in_store"] == check["indexed_twice"] == []

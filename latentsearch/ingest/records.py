@@ -151,9 +151,9 @@ def make_records(
         raise InvalidInputError("add() takes a list of inputs (or a 2-D array of vectors), not a single one")
     else:
         items = list(inputs)
-    for name, extra in (("metadata", metadata), ("keys", keys)):
-        if extra is not None and len(extra) != len(items):
-            raise InvalidInputError(f"{len(items)} inputs but {len(extra)} {name}")
+    if keys is not None and len(keys) != len(items):
+        raise InvalidInputError(f"{len(items)} inputs but {len(keys)} keys")
+    metas = checked_metadata(metadata, len(items))
     records = []
     for i, value in enumerate(items):
         record = record_for(value)
@@ -161,12 +161,24 @@ def make_records(
             if not isinstance(keys[i], str) or not keys[i]:
                 raise InvalidInputError(f"keys must be non-empty strings; key {i} is {keys[i]!r}")
             record.key = keys[i]
-        if metadata is not None:
-            if not isinstance(metadata[i], Mapping):
-                raise InvalidInputError(f"metadata {i} is a {type(metadata[i]).__name__}, not a dict")
-            record.metadata = json_safe(dict(metadata[i]), f"metadata {i}")
+        if metas is not None:
+            record.metadata = metas[i]
         records.append(record)
     return records
+
+
+def checked_metadata(metadata: Sequence[Mapping[str, Any]] | None, n: int) -> list[dict[str, Any]] | None:
+    """One JSON-safe dict per input (numpy values made plain), or the error naming the bad one."""
+    if metadata is None:
+        return None
+    if len(metadata) != n:
+        raise InvalidInputError(f"{n} inputs but {len(metadata)} metadata")
+    out = []
+    for i, meta in enumerate(metadata):
+        if not isinstance(meta, Mapping):
+            raise InvalidInputError(f"metadata {i} is a {type(meta).__name__}, not a dict")
+        out.append(json_safe(dict(meta), f"metadata {i}"))
+    return out
 
 
 def record_for(value: Any) -> Record:

@@ -38,29 +38,35 @@ class BulkInsert:
     """``INSERT INTO table (columns) VALUES (...)`` for many rows through the driver.
 
     ``schema`` qualifies the table (the store's PostgreSQL schema: driver-level SQL does not go
-    through SQLAlchemy's schema translation).
+    through SQLAlchemy's schema translation). A driver with named or numbered parameters gets
+    SQLAlchemy's own ``executemany`` of the same rows instead.
     """
 
     def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect, schema: str | None = None):
-        placeholder = PLACEHOLDERS.get(dialect.paramstyle)
-        if placeholder is None:
-            raise ValueError(f"no driver-level insert for the {dialect.paramstyle!r} parameter style")
-        quote = dialect.identifier_preparer.quote
-        name = quote(table.name) if not schema else f"{quote(schema)}.{quote(table.name)}"
+        self.table = table
         self.columns = list(columns)
-        self.sql = (
-            f"INSERT INTO {name} ({', '.join(quote(c) for c in self.columns)}) "
-            f"VALUES ({', '.join([placeholder] * len(self.columns))})"
-        )
+        placeholder = PLACEHOLDERS.get(dialect.paramstyle)
+        self.sql: str | None = None
+        if placeholder is not None:
+            quote = dialect.identifier_preparer.quote
+            name = quote(table.name) if not schema else f"{quote(schema)}.{quote(table.name)}"
+            self.sql = (
+                f"INSERT INTO {name} ({', '.join(quote(c) for c in self.columns)}) "
+                f"VALUES ({', '.join([placeholder] * len(self.columns))})"
+            )
         self.processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in self.columns]
-
-    @staticmethod
-    def supported(dialect: Dialect) -> bool:
-        return dialect.paramstyle in PLACEHOLDERS
 
     def execute(self, conn: Connection, values: Mapping[str, Sequence[Any] | Same], rows: int) -> None:
         """Insert ``rows`` rows; ``values`` gives each column as a sequence, or one shared value."""
         if not rows:
+            return
+        for name in self.columns:
+            value = values[name]
+            if not isinstance(value, Same) and len(value) != rows:
+                raise ValueError(f"column {name}: {len(value)} values for {rows} rows")
+        if self.sql is None:
+            plain = [repeat(v.value, rows) if isinstance(v, Same) else v for v in (values[c] for c in self.columns)]
+            conn.execute(self.table.insert(), [dict(zip(self.columns, row)) for row in zip(*plain)])
             return
         columns = []
         for name, process in zip(self.columns, self.processors):
@@ -68,7 +74,5 @@ class BulkInsert:
             if isinstance(value, Same):
                 columns.append(repeat(process(value.value) if process else value.value, rows))
             else:
-                if len(value) != rows:
-                    raise ValueError(f"column {name}: {len(value)} values for {rows} rows")
                 columns.append(map(process, value) if process else value)
         conn.exec_driver_sql(self.sql, list(zip(*columns)))

@@ -204,16 +204,22 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
         now = datetime.now(timezone.utc)
         updates = updates or {}
         with Session(self.engine) as session, session.begin():
+            conn = session.connection()
             ids: list[int] = []
             if inserts:
-                # Ids are assigned here, under the writer lock, above every id ever used (the
-                # change log remembers deleted ones), so one plain executemany inserts the batch.
-                first = 1 + max(
-                    session.scalar(select(func.max(ItemRow.id))) or 0,
-                    session.scalar(select(func.max(Change.item_id))) or 0,
-                )
-                ids = list(range(first, first + len(inserts)))
-                self._insert_items(session.connection(), ids, inserts, now)
+                ids = self._next_ids(conn, len(inserts))
+                self._insert_rows(conn, ids, {
+                    "key": [item.key for item in inserts],
+                    "source": [item.source for item in inserts],
+                    "modality": [item.modality for item in inserts],
+                    "text": [item.text for item in inserts],
+                    "metadata": [item.metadata or {} for item in inserts],
+                    "content_hash": [item.content_hash for item in inserts],
+                    "document": [item.document if item.document is not None else item.key for item in inserts],
+                    "file_size": [item.file_size for item in inserts],
+                    "file_mtime_ns": [item.file_mtime_ns for item in inserts],
+                    "vector": self._vector_blobs([item.vector for item in inserts]),
+                }, now)
             if updates:
                 # ORM bulk UPDATE by primary key: one executemany for the whole batch.
                 rows = [{**self._row(item, now), "id": i} for i, item in updates.items()]
@@ -222,55 +228,48 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
                 session.execute(update(ItemRow), rows)
             for chunk in _chunks(list(deletes)):
                 session.execute(delete(ItemRow).where(ItemRow.id.in_(chunk)))
-            changes = (
-                [{"item_id": i, "op": "add"} for i in ids]
-                + [{"item_id": i, "op": "update"} for i in updates]
-                + [{"item_id": i, "op": "delete"} for i in deletes]
-            )
-            if changes:
-                self._log_changes(session.connection(), changes)
+            changed = [*ids, *updates, *deletes]
+            ops = ["add"] * len(ids) + ["update"] * len(updates) + ["delete"] * len(deletes)
+            if changed:
+                self._log_changes(conn, changed, ops)
         return ids
 
-    def _insert_items(self, conn: Connection, ids: list[int], items: Sequence[NewItem], now: datetime) -> None:
-        """One driver-level executemany for the batch (see :mod:`.bulk`): vectors converted and
-        checked as one matrix, every other column by SQLAlchemy's own processor."""
-        vectors = self._vector_blobs([item.vector for item in items])
-        dialect = self.engine.dialect
-        if not BulkInsert.supported(dialect):
-            rows = [{**self._row(item, now), "id": i} for i, item in zip(ids, items)]
-            for row in rows:
-                row["metadata"] = row.pop("meta")
-            conn.execute(ItemRow.__table__.insert(), rows)
-            return
-        if self._item_insert is None:
-            self._item_insert = BulkInsert(ItemRow.__table__, ITEM_COLUMNS, dialect, self.schema)
-        self._item_insert.execute(conn, {
-            "id": ids,
-            "key": [item.key for item in items],
-            "source": [item.source for item in items],
-            "modality": [item.modality for item in items],
-            "text": [item.text for item in items],
-            "metadata": [item.metadata or {} for item in items],
-            "content_hash": [item.content_hash for item in items],
-            "document": [item.document if item.document is not None else item.key for item in items],
-            "file_size": [item.file_size for item in items],
-            "file_mtime_ns": [item.file_mtime_ns for item in items],
-            "vector": vectors,
-            "added_at": Same(now),
-        }, len(items))
+    def insert_vectors(self, vectors: np.ndarray, metadata: Sequence[dict[str, Any]] | None = None) -> list[int]:
+        """Rows for precomputed vectors (no key, source or text) and their metadata, in one
+        transaction; returns their ids. Nothing is built per row but the metadata's JSON."""
+        now = datetime.now(timezone.utc)
+        n = len(vectors)
+        with Session(self.engine) as session, session.begin():
+            conn = session.connection()
+            ids = self._next_ids(conn, n)
+            none = Same(None)
+            self._insert_rows(conn, ids, {
+                "key": none, "source": none, "modality": Same("vector"), "text": none,
+                "metadata": Same({}) if metadata is None else metadata, "content_hash": none, "document": none,
+                "file_size": none, "file_mtime_ns": none,
+                "vector": [row.tobytes() for row in self.stored_vectors(vectors)],
+            }, now)
+            self._log_changes(conn, ids, Same("add"))
+        return ids
 
-    def _log_changes(self, conn: Connection, changes: list[dict[str, Any]]) -> None:
+    def _next_ids(self, conn: Connection, n: int) -> list[int]:
+        """Ids for ``n`` new rows, above every id ever used (the change log remembers deleted
+        ones); assigned under the writer lock, so one plain executemany inserts the batch."""
+        first = 1 + max(conn.scalar(select(func.max(ItemRow.id))) or 0, conn.scalar(select(func.max(Change.item_id))) or 0)
+        return list(range(first, first + n))
+
+    def _insert_rows(self, conn: Connection, ids: list[int], columns: dict[str, Any], now: datetime) -> None:
+        """One driver-level executemany for the batch (see :mod:`.bulk`)."""
+        if self._item_insert is None:
+            self._item_insert = BulkInsert(ItemRow.__table__, ITEM_COLUMNS, self.engine.dialect, self.schema)
+        self._item_insert.execute(conn, {"id": ids, **columns, "added_at": Same(now)}, len(ids))
+
+    def _log_changes(self, conn: Connection, item_ids: Sequence[int], ops: Sequence[str] | Same) -> None:
         """Append to the change log; :attr:`written_seq` becomes the newest sequence number, which
         the writer hands to the index with the vectors (the index may apply them later)."""
-        dialect = self.engine.dialect
-        if not BulkInsert.supported(dialect):
-            conn.execute(Change.__table__.insert(), changes)
-        else:
-            if self._change_insert is None:
-                self._change_insert = BulkInsert(Change.__table__, ("item_id", "op"), dialect, self.schema)
-            self._change_insert.execute(
-                conn, {"item_id": [c["item_id"] for c in changes], "op": [c["op"] for c in changes]}, len(changes)
-            )
+        if self._change_insert is None:
+            self._change_insert = BulkInsert(Change.__table__, ("item_id", "op"), self.engine.dialect, self.schema)
+        self._change_insert.execute(conn, {"item_id": item_ids, "op": ops}, len(item_ids))
         self.written_seq = int(conn.scalar(select(func.max(Change.seq))) or 0)
 
     def _vector_blobs(self, vectors: Sequence[np.ndarray]) -> list[bytes]:
@@ -279,8 +278,7 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
         if shapes != {(self.dim,)}:
             wrong = next(s for s in shapes if s != (self.dim,))
             raise InvalidInputError(f"vector of shape {wrong}, expected ({self.dim},)")
-        matrix = np.asarray(np.stack(vectors), dtype=np.float32)
-        return [row.tobytes() for row in self._stored(matrix)]
+        return [row.tobytes() for row in self.stored_vectors(np.stack(vectors))]
 
     def _row(self, item: NewItem, now: datetime) -> dict[str, Any]:
         vector = np.asarray(item.vector, dtype=np.float32)
@@ -302,11 +300,12 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
         }
 
     def _row_vector(self, vector: np.ndarray) -> bytes:
-        return self._stored(np.asarray(vector, dtype=np.float32)).tobytes()
+        return self.stored_vectors(np.asarray(vector, dtype=np.float32)[None, :]).tobytes()
 
-    def _stored(self, vectors: np.ndarray) -> np.ndarray:
-        """Vectors in the store's dtype; refused when a value does not fit it."""
-        stored = vectors.astype(self.dtype, copy=False)
+    def stored_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors as the store keeps them (its dtype); refused when a value does not fit it."""
+        with np.errstate(over="ignore"):  # an overflow is refused just below, in words
+            stored = np.asarray(vectors, dtype=np.float32).astype(self.dtype, copy=False)
         if not np.isfinite(stored).all():
             raise InvalidInputError(
                 f"a vector has values beyond {self.dtype.name}'s range (largest {np.abs(vectors).max():g}); "
@@ -453,7 +452,7 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
         with Session(self.engine) as session, session.begin():
             rows = [{"id": i, "vector": self._row_vector(v)} for i, v in vectors.items()]
             session.execute(update(ItemRow), rows)
-            self._log_changes(session.connection(), [{"item_id": i, "op": "update"} for i in vectors])
+            self._log_changes(session.connection(), list(vectors), Same("update"))
 
     def iter_vectors(self, batch_size: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every ``(ids, vectors)`` in id order, in batches (keyset pagination, bounded memory)."""
