@@ -76,3 +76,31 @@ class BulkInsert:
             else:
                 columns.append(map(process, value) if process else value)
         conn.exec_driver_sql(self.sql, list(zip(*columns)))
+
+
+class SelectByIds:
+    """``SELECT columns FROM table WHERE id IN (...)`` through the driver, each column converted
+    by SQLAlchemy's own result processor (JSON parsed as SQLAlchemy would); the read side of
+    :class:`BulkInsert`, for fetching the items of many hits at once."""
+
+    def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect, schema: str | None = None):
+        self.placeholder = PLACEHOLDERS.get(dialect.paramstyle)
+        quote = dialect.identifier_preparer.quote
+        self.name = quote(table.name) if not schema else f"{quote(schema)}.{quote(table.name)}"
+        self.columns = ", ".join(quote(c) for c in columns)
+        self.processors = [table.c[c].type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+
+    @staticmethod
+    def supported(dialect: Dialect) -> bool:
+        return dialect.paramstyle in PLACEHOLDERS
+
+    def rows(self, conn: Connection, ids: Sequence[int]) -> Iterator[list[Any]]:
+        """The rows of these ids that exist (in no particular order), one statement per BATCH."""
+        processors = [(i, p) for i, p in enumerate(self.processors) if p is not None]
+        for chunk in chunks(list(ids)):
+            sql = f"SELECT {self.columns} FROM {self.name} WHERE id IN ({', '.join([self.placeholder] * len(chunk))})"
+            for raw in conn.exec_driver_sql(sql, tuple(int(i) for i in chunk)):
+                row = list(raw)
+                for i, process in processors:
+                    row[i] = process(row[i])
+                yield row

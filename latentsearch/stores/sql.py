@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from ..types import Item
 from ..errors import CorruptCollectionError, InvalidInputError, LatentSearchError
-from .bulk import BulkInsert, Same
+from .bulk import BulkInsert, Same, SelectByIds
 from .bulk import chunks as _chunks
 from .cluster_tables import ClusterTablesMixin
 from .filters import compile_where
@@ -38,6 +38,7 @@ from .models import Item as ItemRow
 
 ITEM_COLUMNS = ("id", "key", "source", "modality", "text", "metadata", "content_hash", "document", "file_size",
                 "file_mtime_ns", "vector", "added_at")
+ITEM_FIELDS = ("id", "key", "source", "modality", "text", "metadata", "document")  # what get() returns
 
 
 @dataclass
@@ -96,6 +97,7 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
         self._writer_conn: Connection | None = None
         self._item_insert: BulkInsert | None = None
         self._change_insert: BulkInsert | None = None
+        self._item_select: SelectByIds | None = None
         self.written_seq = 0  # the newest change this store object wrote (see _log_changes)
         self._fulltext: bool | None = None
 
@@ -325,14 +327,24 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
 
     def get(self, ids: Sequence[int]) -> dict[int, Item]:
         """The items with these ids that exist, by id (one query per 10,000 ids)."""
-        columns = (ItemRow.id, ItemRow.key, ItemRow.source, ItemRow.modality, ItemRow.text, ItemRow.meta, ItemRow.document)
+        wanted = list(dict.fromkeys(int(i) for i in ids))
         out: dict[int, Item] = {}
-        with Session(self.engine) as session:
-            for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
-                for row in session.execute(select(*columns).where(ItemRow.id.in_(chunk))):
-                    out[row.id] = Item(
-                        row.id, row.key, row.source, row.modality, row.text, row.meta or {}, row.document
-                    )
+        if not wanted:
+            return out
+        dialect = self.engine.dialect
+        if not SelectByIds.supported(dialect):
+            columns = (ItemRow.id, ItemRow.key, ItemRow.source, ItemRow.modality, ItemRow.text, ItemRow.meta,
+                       ItemRow.document)
+            with Session(self.engine) as session:
+                for chunk in _chunks(wanted):
+                    for r in session.execute(select(*columns).where(ItemRow.id.in_(chunk))):
+                        out[r.id] = Item(r.id, r.key, r.source, r.modality, r.text, r.meta or {}, r.document)
+            return out
+        if self._item_select is None:  # a search's hits, fetched at the driver's speed
+            self._item_select = SelectByIds(ItemRow.__table__, ITEM_FIELDS, dialect, self.schema)
+        with self.engine.connect() as conn:
+            for i, key, source, modality, text, meta, document in self._item_select.rows(conn, wanted):
+                out[i] = Item(i, key, source, modality, text, meta or {}, document)
         return out
 
     def keys_to_ids(self, keys: Sequence[str]) -> dict[str, tuple[int, str | None]]:
