@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from importlib.metadata import PackageNotFoundError, version
@@ -13,6 +14,17 @@ SHARED = Path(os.environ.get("LATENTSEARCH_SHARED", ROOT.parent / "shared"))
 DATASETS = SHARED / "datasets"
 RESULTS = ROOT / "benchmarks" / "results"
 LIBRARIES = ("latentsearch", "torch", "sentence-transformers", "faiss-cpu", "faiss-gpu", "sqlalchemy", "timm")
+
+
+def benchmark_parser(doc: str | None, name: str, dataset: str | None = None) -> argparse.ArgumentParser:
+    """The options the scripts share: the docstring as help, ``--out`` for the JSON result and, for
+    a script that reads one of ``../shared/datasets``, ``--dataset`` and ``--batch-size``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if dataset is not None:
+        parser.add_argument("--dataset", type=Path, default=DATASETS / dataset)
+        parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", type=Path, help=f"JSON result path [default: benchmarks/results/{name}.json]")
+    return parser
 
 
 def machine() -> dict[str, Any]:

@@ -11,14 +11,13 @@ stemmer, so only roughly comparable). Writes benchmarks/results/hybrid.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATASETS, print_table, write_result  # noqa: E402
+from _common import DATASETS, benchmark_parser, print_table, write_result  # noqa: E402
 
 from latentsearch.evaluation.bench import beir_quality  # noqa: E402
 
@@ -28,13 +27,10 @@ METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=DATASETS / "scifact")
+    parser = benchmark_parser(__doc__, "hybrid", "scifact")
     parser.add_argument("--collection", type=Path, help="collection folder to create or reuse")
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--index", default="Flat")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--out", type=Path, help="JSON result path [default: benchmarks/results/hybrid.json]")
     args = parser.parse_args()
 
     minilm = json.loads(REFERENCE.read_text())["tasks"]["SciFact"]["ndcg_at_10"] if REFERENCE.exists() else 0.645

@@ -18,14 +18,13 @@ benchmarks/results/image_quality.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATASETS, print_table, write_result  # noqa: E402
+from _common import benchmark_parser, print_table, write_result  # noqa: E402
 
 from latentsearch.evaluation.images import image_quality  # noqa: E402
 
@@ -33,14 +32,11 @@ SHOWN_KS = (1, 10, 100)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=DATASETS / "cifar10-test")
+    parser = benchmark_parser(__doc__, "image_quality", "cifar10-test")
     parser.add_argument("--encoder", default="timm:resnet18?pretrained=false")
     parser.add_argument("--baseline", default="hashing:256", help="pixel baseline run alongside ('' to skip)")
     parser.add_argument("--index", default="Flat")
     parser.add_argument("--limit-per-class", type=int, default=200, help="first N images of each class (0: all)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     encoders = [e for e in (args.encoder, args.baseline) if e]

@@ -11,25 +11,21 @@ too). Prints a table and writes benchmarks/results/images.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATASETS, print_table, write_result  # noqa: E402
+from _common import benchmark_parser, print_table, write_result  # noqa: E402
 
 import latentsearch  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=DATASETS / "cifar10-test")
+    parser = benchmark_parser(__doc__, "images", "cifar10-test")
     parser.add_argument("--model", default="mobilenetv3_small_100")
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     import torch

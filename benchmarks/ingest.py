@@ -11,7 +11,6 @@ The model is loaded before either clock starts. Prints a table, writes benchmark
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATASETS, print_table, write_result  # noqa: E402
+from _common import benchmark_parser, print_table, write_result  # noqa: E402
 
 import latentsearch  # noqa: E402
 from latentsearch.evaluation.datasets import document_text, load_beir  # noqa: E402
@@ -27,12 +26,9 @@ from latentsearch.ingest.sources import RecordFields  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=DATASETS / "scifact")
+    parser = benchmark_parser(__doc__, "ingest", "scifact")
     parser.add_argument("--encoder", default="minilm")
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=0, help="first N documents only (0: all)")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     corpus = load_beir(args.dataset).corpus

@@ -48,7 +48,6 @@ silently. Prints a table and writes benchmarks/results/peers.json.
 # ruff: noqa: B023  (each closure is called within its own loop iteration)
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -62,7 +61,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_result
+from _common import benchmark_parser, print_table, write_result
 
 from latentsearch.evaluation.metrics import recall_against_exact
 
@@ -226,7 +225,7 @@ def bench_faiss(data: Data, tmp: Path) -> list[Row]:
     # A cross-check for LanceDB's IVF_PQ: the same partitions (sqrt(n)) and code size (dim/16
     # sub-vectors of 8 bits), with and without an exact re-rank of 10 x k candidates.
     nlist, m = int(data.n**0.5), max(1, data.dim // 16)
-    if data.n >= 39 * nlist and data.n >= 256 * 39:
+    if data.n >= 39 * max(nlist, 256):  # FAISS wants 39 training points per centroid and PQ code
         def ingest_pq() -> Any:
             pq = faiss.index_factory(data.dim, f"IVF{nlist},PQ{m}", faiss.METRIC_INNER_PRODUCT)
             refined = faiss.IndexRefineFlat(pq)
@@ -416,14 +415,13 @@ def fmt(value: Any, spec: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, "peers")
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--lance-index-min", type=int, default=10_000,
                         help="build a LanceDB IVF_PQ index only with at least this many rows")
     parser.add_argument("--only", nargs="*", choices=list(PEERS), help="run only these systems")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
     data = Data(args.n, args.dim, args.queries)

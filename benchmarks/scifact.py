@@ -9,14 +9,13 @@ Exits 1 when a metric is further than --tolerance from the published value.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATASETS, print_table, write_result  # noqa: E402
+from _common import DATASETS, benchmark_parser, print_table, write_result  # noqa: E402
 
 from latentsearch.evaluation.bench import beir_quality  # noqa: E402
 
@@ -27,14 +26,11 @@ COMPARED = {"ndcg@10": "ndcg_at_10", "map@10": "map_at_10", "mrr@10": "mrr_at_10
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=DATASETS / "scifact")
+    parser = benchmark_parser(__doc__, "scifact", "scifact")
     parser.add_argument("--collection", type=Path, help="collection folder to create or reuse")
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--index", default="Flat")
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--tolerance", type=float, default=0.005)
-    parser.add_argument("--out", type=Path, help="JSON result path [default: benchmarks/results/scifact.json]")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATASETS, print_table, write_result  # noqa: E402
+from _common import DATASETS, benchmark_parser, print_table, write_result  # noqa: E402
 
 import latentsearch  # noqa: E402
 from latentsearch.vectors import prepare  # noqa: E402
@@ -135,7 +135,7 @@ def text_latency(args: argparse.Namespace, folder: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, "search_speed")
     parser.add_argument("--n", type=int, default=100_000, help="vectors in the collection")
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--index", default="Flat", help="FAISS index spec, e.g. Flat or HNSW32")
@@ -147,7 +147,6 @@ def main() -> int:
     parser.add_argument("--encoder", default="minilm", help="encoder of the text latency part")
     parser.add_argument("--docs", type=int, default=2000, help="SciFact abstracts in the text collection")
     parser.add_argument("--text-queries", type=int, default=200, help="SciFact claims timed one by one")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.batch = args.batch or args.queries
 

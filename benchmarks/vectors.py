@@ -12,7 +12,6 @@ Prints a table and writes benchmarks/results/vectors.json.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import benchmark_parser, print_table, write_result  # noqa: E402
 
 import latentsearch  # noqa: E402
 
@@ -39,12 +38,11 @@ def peak_rss_mib() -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, "vectors")
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--index", default="IVF1024,Flat")
     parser.add_argument("--chunk", type=int, default=50_000, help="vectors per add() call")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     import faiss

@@ -29,7 +29,7 @@ from .errors import (
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
 from .ingest.chunking import ChunkConfig
-from .ingest.pipeline import IndexFeed, Stages, run_ingest
+from .ingest.pipeline import IndexFeed, run_ingest
 from .ingest.records import Record, checked_metadata, make_records, open_image
 from .ingest.sources import RecordFields, records_from_paths
 from .query.api import QueryMethods
@@ -158,7 +158,7 @@ class Collection(QueryMethods):
                 self.flush()
         finally:
             if self._feed is not None:
-                self._feed.pool.shutdown()
+                self._feed.close()  # idle by now: flush() waited for it
                 self._feed = None
             if self._lock.is_locked:
                 self._lock.release(force=True)
@@ -343,7 +343,7 @@ class Collection(QueryMethods):
         for start in range(0, len(vectors), VECTOR_CHUNK):
             part = vectors[start : start + VECTOR_CHUNK]
             new = self.store.insert_vectors(part, metas[start : start + VECTOR_CHUNK] if metas else None)
-            feed.submit(np.asarray(new, dtype=np.int64), part, NO_IDS, self.store.written_seq, Stages())
+            feed.submit(np.asarray(new, dtype=np.int64), part, NO_IDS, self.store.written_seq)
             ids += new
         return ids
 

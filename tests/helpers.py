@@ -27,6 +27,11 @@ def write(path: Path, data: str | bytes = "some text") -> Path:
     return path
 
 
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    """One JSON object per line, UTF-8, folders created."""
+    return write(path, "\n".join(json.dumps(r) for r in records))
+
+
 def write_beir(folder: Path) -> Path:
     """A four-document BEIR folder where each query shares distinctive words with its answer."""
     docs = {

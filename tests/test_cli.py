@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from latentsearch.cli import EXIT_SKIPPED, cli
+from helpers import write_jsonl  # noqa: E402
 
 ENC = "hashing:64"
 HEAVY = ("torch", "faiss", "timm", "sentence_transformers", "transformers")
@@ -123,16 +124,10 @@ def test_reindexing_the_same_files_reports_them_unchanged(tmp_path, col, corpus)
 
 
 def test_index_jsonl_with_text_field_and_metadata(tmp_path):
-    f = tmp_path / "corpus.jsonl"
-    f.write_text(
-        "\n".join(
-            json.dumps(d)
-            for d in [
-                {"_id": "a", "title": "Ships", "text": "float on water", "year": 1999},
-                {"_id": "b", "title": "Cats", "text": "purr and sleep", "year": 2005},
-            ]
-        )
-    )
+    f = write_jsonl(tmp_path / "corpus.jsonl", [
+        {"_id": "a", "title": "Ships", "text": "float on water", "year": 1999},
+        {"_id": "b", "title": "Cats", "text": "purr and sleep", "year": 2005},
+    ])
     assert_ok(run("index", tmp_path / "col", f, "--encoder", ENC, "--text-field", "title,text", "-q"))
     [hit] = search_json(tmp_path / "col", "ships", "-k", "1")
     assert (hit["key"], hit["text"]) == ("a", "Ships float on water")

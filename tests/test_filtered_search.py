@@ -22,6 +22,7 @@ from latentsearch.errors import InvalidInputError
 from latentsearch.ingest.records import Record
 from latentsearch.query import filtered
 from latentsearch.query.filtered import exact_search, knn
+from helpers import write_jsonl  # noqa: E402
 
 N, DIM, NQ, K = 20_000, 32, 50, 10
 SPECS = ["Flat", "HNSW32", "IVF64,Flat"]
@@ -218,7 +219,7 @@ def cli_col(tmp_path: Path) -> Path:
         {"text": "a comet near the sun", "topic": "space"},
         {"text": "tides and the moon", "topic": "sea"},
     ]
-    data.write_text("\n".join(json.dumps(r) for r in rows))
+    write_jsonl(data, rows)
     result = CliRunner().invoke(cli, ["index", str(tmp_path / "col"), str(data), "--encoder", "hashing:64", "-q"])
     assert result.exit_code == 0, result.output
     return tmp_path / "col"

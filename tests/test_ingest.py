@@ -15,7 +15,7 @@ from latentsearch.ingest.records import Record, open_image
 from latentsearch.ingest.readers import read_text_file
 from latentsearch.ingest.sources import RecordFields, records_from_paths
 from latentsearch.types import Skipped
-from helpers import write  # noqa: E402
+from helpers import write, write_jsonl  # noqa: E402
 
 
 def collect(paths, fields: RecordFields = RecordFields()) -> tuple[list[Record], list[Skipped]]:
@@ -196,17 +196,14 @@ def test_csv_with_a_header(tmp_path):
 
 
 def test_text_field_title_text_joins_fields(tmp_path):
-    f = write(
+    f = write_jsonl(
         tmp_path / "corpus.jsonl",
-        "\n".join(
-            json.dumps(d)
-            for d in [
-                {"_id": "a", "title": "Ships", "text": "float on water"},
-                {"_id": "b", "title": "", "text": "no title"},
-                {"_id": "c", "title": "Only a title"},
-                {"_id": "d", "other": "neither"},
-            ]
-        ),
+        [
+            {"_id": "a", "title": "Ships", "text": "float on water"},
+            {"_id": "b", "title": "", "text": "no title"},
+            {"_id": "c", "title": "Only a title"},
+            {"_id": "d", "other": "neither"},
+        ],
     )
     records, skipped = collect([f], RecordFields(text="title,text"))
     assert [(r.key, r.text) for r in records] == [
@@ -228,16 +225,13 @@ def test_image_records_via_an_image_field(tmp_path, monkeypatch):
     folder = tmp_path / "set"
     (folder / "pics").mkdir(parents=True)
     rgb_image().save(folder / "pics" / "cat.png")
-    f = write(
+    f = write_jsonl(
         folder / "images.jsonl",
-        "\n".join(
-            json.dumps(d)
-            for d in [
-                {"_id": "cat", "image": "pics/cat.png", "label": "cat"},
-                {"_id": "gone", "image": "pics/missing.png"},
-                {"_id": "none", "label": "no image"},
-            ]
-        ),
+        [
+            {"_id": "cat", "image": "pics/cat.png", "label": "cat"},
+            {"_id": "gone", "image": "pics/missing.png"},
+            {"_id": "none", "label": "no image"},
+        ],
     )
     monkeypatch.chdir(tmp_path)  # paths are relative to the JSONL file, not to the working dir
     records, skipped = collect([f], RecordFields(image="image"))

@@ -10,6 +10,7 @@ import tracemalloc
 import latentsearch
 from latentsearch.ingest.keyset import KeySet, digest
 from latentsearch.ingest.sources import RecordFields
+from helpers import write_jsonl  # noqa: E402
 
 
 def test_keyset_membership_across_merges():
@@ -32,8 +33,7 @@ def test_keyset_takes_any_file_name():
 def test_a_key_repeated_later_in_the_run_is_skipped_and_the_first_kept(tmp_path):
     lines = [{"id": f"r{i}", "text": f"record number {i}"} for i in range(300)]
     lines.append({"id": "r5", "text": "a second record with the key r5"})  # chunks later
-    data = tmp_path / "records.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in lines), encoding="utf-8")
+    data = write_jsonl(tmp_path / "records.jsonl", lines)
     col = latentsearch.create(tmp_path / "col", encoder="hashing:32")
     report = col.index_paths([data], RecordFields(), batch_size=8)
     assert report.added == 300

@@ -350,3 +350,26 @@ def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(LatentSearchError, match="cannot create the store"):
             store.create(INFO)
         store.close()
+
+
+@pytest.mark.parametrize("paramstyle", ["qmark", "named"])
+def test_bulk_insert_and_select_by_ids_with_either_parameter_style(tmp_path, paramstyle):
+    """Driver-level statements for positional drivers, SQLAlchemy's own for named ones: same rows."""
+    from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, create_engine
+
+    from latentsearch.stores.bulk import BulkInsert, Same, SelectByIds
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'bulk.db'}", paramstyle=paramstyle)
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("name", String),
+                  Column("meta", JSON))
+    table.metadata.create_all(engine)
+    insert = BulkInsert(table, ("id", "name", "meta"), engine.dialect)
+    select_ = SelectByIds(table, ("id", "name", "meta"), engine.dialect)
+    assert (insert.sql is None) == (paramstyle == "named")
+    with engine.begin() as conn:
+        insert.execute(conn, {"id": [1, 2, 3], "name": Same("x"), "meta": [{"a": 1}, {}, {"b": [2]}]}, 3)
+        with pytest.raises(ValueError, match="2 values for 3 rows"):
+            insert.execute(conn, {"id": [4, 5], "name": Same("y"), "meta": Same({})}, 3)
+    with engine.connect() as conn:
+        rows = sorted(tuple(r) for r in select_.rows(conn, [3, 1, 99]))
+    assert rows == [(1, "x", {"a": 1}), (3, "x", {"b": [2]})]

@@ -297,14 +297,18 @@ class IndexFeed:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="latentsearch-index")
         self.pending: Future[None] | None = None
 
-    def submit(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int, stages: Stages) -> None:
+    def submit(
+        self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int, stages: Stages | None = None
+    ) -> None:
+        """Queue committed rows (up to change ``seq``) for the index; ``stages.index`` gets the time."""
         self.wait()
         self.pending = self.pool.submit(self._apply, ids, vectors, replaced, seq, stages)
 
-    def _apply(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int, stages: Stages) -> None:
+    def _apply(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int, stages: Stages | None) -> None:
         t0 = time.perf_counter()
         self.col._applied_own_write(ids, vectors, replaced, seq)
-        stages.index += time.perf_counter() - t0
+        if stages is not None:
+            stages.index += time.perf_counter() - t0
 
     def wait(self) -> None:
         pending, self.pending = self.pending, None

@@ -171,9 +171,8 @@ def _walk(root: Path, options: SourceOptions, walked: KeySet) -> Iterator[FoundF
     stack = [(root, os.path.realpath(root), "")]
     while stack:
         folder, real, rel = stack.pop()
-        if real in walked:
-            continue
-        walked.add(real)
+        if not walked.add(real):
+            continue  # a folder reached again (a link loop)
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)

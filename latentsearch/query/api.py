@@ -21,6 +21,8 @@ from .hybrid import HYBRID_DEPTH, MODES, rrf
 from .search import QueryVectors, best_per_document, hits_from_ranked, to_hits
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..config import CollectionConfig
     from ..encoders.base import Encoder
     from ..indexes.faiss_index import FaissIndex
@@ -33,6 +35,7 @@ class QueryMethods:
     """Mixed into :class:`~latentsearch.collection.Collection`."""
 
     # provided by Collection
+    path: Path
     store: SqlStore
     config: CollectionConfig
     index: FaissIndex

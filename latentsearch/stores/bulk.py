@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Table
+from sqlalchemy import Connection, Dialect, Table, select
 
 PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 BATCH = 10_000  # ids per IN (...) clause: well under SQLite's limit of 32,766 variables
@@ -81,26 +81,27 @@ class BulkInsert:
 class SelectByIds:
     """``SELECT columns FROM table WHERE id IN (...)`` through the driver, each column converted
     by SQLAlchemy's own result processor (JSON parsed as SQLAlchemy would); the read side of
-    :class:`BulkInsert`, for fetching the items of many hits at once."""
+    :class:`BulkInsert`, for fetching the items of many hits at once. A driver with named or
+    numbered parameters gets SQLAlchemy's own ``select`` instead."""
 
     def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect, schema: str | None = None):
+        self.table, self.names = table, list(columns)
         self.placeholder = PLACEHOLDERS.get(dialect.paramstyle)
         quote = dialect.identifier_preparer.quote
         self.name = quote(table.name) if not schema else f"{quote(schema)}.{quote(table.name)}"
         self.columns = ", ".join(quote(c) for c in columns)
-        self.processors = [table.c[c].type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+        processors = [table.c[c].type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+        self.processors = [(i, p) for i, p in enumerate(processors) if p is not None]
 
-    @staticmethod
-    def supported(dialect: Dialect) -> bool:
-        return dialect.paramstyle in PLACEHOLDERS
-
-    def rows(self, conn: Connection, ids: Sequence[int]) -> Iterator[list[Any]]:
+    def rows(self, conn: Connection, ids: Sequence[int]) -> Iterator[Sequence[Any]]:
         """The rows of these ids that exist (in no particular order), one statement per BATCH."""
-        processors = [(i, p) for i, p in enumerate(self.processors) if p is not None]
-        for chunk in chunks(list(ids)):
+        for chunk in chunks([int(i) for i in ids]):
+            if self.placeholder is None:
+                yield from conn.execute(select(*(self.table.c[c] for c in self.names)).where(self.table.c.id.in_(chunk)))
+                continue
             sql = f"SELECT {self.columns} FROM {self.name} WHERE id IN ({', '.join([self.placeholder] * len(chunk))})"
-            for raw in conn.exec_driver_sql(sql, tuple(int(i) for i in chunk)):
+            for raw in conn.exec_driver_sql(sql, tuple(chunk)):
                 row = list(raw)
-                for i, process in processors:
+                for i, process in self.processors:
                     row[i] = process(row[i])
                 yield row

@@ -95,9 +95,10 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
             engine = engine.execution_options(schema_translate_map={None: schema})
         self.engine: Engine = engine
         self._writer_conn: Connection | None = None
-        self._item_insert: BulkInsert | None = None
-        self._change_insert: BulkInsert | None = None
-        self._item_select: SelectByIds | None = None
+        # The write path's and the hits' statements, at the driver level (see bulk.py).
+        self._item_insert = BulkInsert(ItemRow.__table__, ITEM_COLUMNS, engine.dialect, schema)
+        self._change_insert = BulkInsert(Change.__table__, ("item_id", "op"), engine.dialect, schema)
+        self._item_select = SelectByIds(ItemRow.__table__, ITEM_FIELDS, engine.dialect, schema)
         self.written_seq = 0  # the newest change this store object wrote (see _log_changes)
         self._fulltext: bool | None = None
 
@@ -262,15 +263,11 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
 
     def _insert_rows(self, conn: Connection, ids: list[int], columns: dict[str, Any], now: datetime) -> None:
         """One driver-level executemany for the batch (see :mod:`.bulk`)."""
-        if self._item_insert is None:
-            self._item_insert = BulkInsert(ItemRow.__table__, ITEM_COLUMNS, self.engine.dialect, self.schema)
         self._item_insert.execute(conn, {"id": ids, **columns, "added_at": Same(now)}, len(ids))
 
     def _log_changes(self, conn: Connection, item_ids: Sequence[int], ops: Sequence[str] | Same) -> None:
         """Append to the change log; :attr:`written_seq` becomes the newest sequence number, which
         the writer hands to the index with the vectors (the index may apply them later)."""
-        if self._change_insert is None:
-            self._change_insert = BulkInsert(Change.__table__, ("item_id", "op"), self.engine.dialect, self.schema)
         self._change_insert.execute(conn, {"item_id": item_ids, "op": ops}, len(item_ids))
         self.written_seq = int(conn.scalar(select(func.max(Change.seq))) or 0)
 
@@ -331,17 +328,6 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
         out: dict[int, Item] = {}
         if not wanted:
             return out
-        dialect = self.engine.dialect
-        if not SelectByIds.supported(dialect):
-            columns = (ItemRow.id, ItemRow.key, ItemRow.source, ItemRow.modality, ItemRow.text, ItemRow.meta,
-                       ItemRow.document)
-            with Session(self.engine) as session:
-                for chunk in _chunks(wanted):
-                    for r in session.execute(select(*columns).where(ItemRow.id.in_(chunk))):
-                        out[r.id] = Item(r.id, r.key, r.source, r.modality, r.text, r.meta or {}, r.document)
-            return out
-        if self._item_select is None:  # a search's hits, fetched at the driver's speed
-            self._item_select = SelectByIds(ItemRow.__table__, ITEM_FIELDS, dialect, self.schema)
         with self.engine.connect() as conn:
             for i, key, source, modality, text, meta, document in self._item_select.rows(conn, wanted):
                 out[i] = Item(i, key, source, modality, text, meta or {}, document)
