@@ -17,6 +17,7 @@ below the worst seed; see ``RECALL``. FAISS runs on one thread here (see the fix
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -338,11 +339,18 @@ def test_load_rejects_a_damaged_snapshot(spec: str, tmp_path: Path) -> None:
         lambda j: json.dumps({k: v for k, v in j.items() if k != "file_digest"}),
         lambda j: json.dumps({**j, "surprise": 1}),
         lambda j: json.dumps({**j, "file_digest": "0" * 32}),
+        lambda j: json.dumps({**j, "file_digest": "sha256:" + "0" * 64}),
         lambda j: json.dumps({**j, "file_bytes": j["file_bytes"] + 1}),
     ):
         save()
         fj.write_text(damage(json.loads(fj.read_text())))
         assert load() is None, damage
+    # A snapshot of an earlier version: its digest is BLAKE2b-128, without a prefix.
+    save()
+    assert json.loads(fj.read_text())["file_digest"].startswith("sha256:")
+    older = hashlib.blake2b(fi.read_bytes(), digest_size=16).hexdigest()
+    fj.write_text(json.dumps({**json.loads(fj.read_text()), "file_digest": older}))
+    assert load() is not None
     # A snapshot of another dimension, or another metric.
     save()
     assert FaissIndex.load(fi, fj, DIM * 2, "l2", {}) is None

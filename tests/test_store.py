@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy.exc import SQLAlchemyError
 
 from latentsearch.errors import InvalidInputError, LatentSearchError
-from latentsearch.stores.bulk import BATCH
+from latentsearch.stores.bulk import BATCH, Same
+from latentsearch.stores.fulltext import FTS_TABLE
 from latentsearch.stores.sql import NewItem, SqlStore
 
 DIM = 8
@@ -145,6 +146,35 @@ def test_failed_write_leaves_no_change_behind(store: SqlStore) -> None:
 
 
 # -- reads -------------------------------------------------------------------------------------
+
+
+def test_keys_are_unique_and_items_without_keys_are_many(store: SqlStore) -> None:
+    """The partial unique index on key: any number of keyless items, one item per key."""
+    ids = store.write([NewItem(vector=vector(i), modality="vector") for i in range(3)])
+    store.write([new_item(10, key="a")])
+    before = (store.count(), store.max_seq())
+    with pytest.raises(SQLAlchemyError):
+        store.write([new_item(11, key="b"), new_item(12, key="a")])
+    assert (store.count(), store.max_seq()) == before
+    assert set(store.get(ids)) == set(ids) and store.keys_to_ids(["a", "b"]).keys() == {"a"}
+
+
+def test_fulltext_index_holds_exactly_the_items_with_text(store: SqlStore) -> None:
+    """Items without text stay out of the full-text index through inserts, updates between text
+    and none, and deletes; SQLite's own integrity check agrees with the items table."""
+    plain = [NewItem(vector=vector(i), modality="vector") for i in range(4)]
+    worded = [NewItem(vector=vector(10 + i), modality="text", text=f"garlic word{i}") for i in range(3)]
+    ids = store.write(plain + worded)
+    vec_ids, text_ids = ids[:4], ids[4:]
+    store.write(updates={vec_ids[0]: NewItem(vector=vector(0), modality="text", text="garlic late"),
+                         text_ids[0]: NewItem(vector=vector(10), modality="vector")})
+    store.write(deletes=[vec_ids[1], text_ids[1]])
+    found = {i for i, _ in store.lexical_search("garlic", 10)}
+    assert found == {vec_ids[0], text_ids[2]}
+    if store.engine.dialect.name == "sqlite":
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('integrity-check', 1)")
+            assert conn.exec_driver_sql(f"SELECT count(*) FROM {FTS_TABLE}_docsize").scalar() == 2
 
 
 def test_get_omits_missing_ids(store: SqlStore) -> None:
@@ -365,7 +395,7 @@ def test_bulk_insert_and_select_by_ids_with_either_parameter_style(tmp_path, par
     table.metadata.create_all(engine)
     insert = BulkInsert(table, ("id", "name", "meta"), engine.dialect)
     select_ = SelectByIds(table, ("id", "name", "meta"), engine.dialect)
-    assert (insert.sql is None) == (paramstyle == "named")
+    assert (insert.placeholder is None) == (paramstyle == "named")
     with engine.begin() as conn:
         insert.execute(conn, {"id": [1, 2, 3], "name": Same("x"), "meta": [{"a": 1}, {}, {"b": [2]}]}, 3)
         with pytest.raises(ValueError, match="2 values for 3 rows"):
@@ -373,3 +403,31 @@ def test_bulk_insert_and_select_by_ids_with_either_parameter_style(tmp_path, par
     with engine.connect() as conn:
         rows = sorted(tuple(r) for r in select_.rows(conn, [3, 1, 99]))
     assert rows == [(1, "x", {"a": 1}), (3, "x", {"b": [2]})]
+
+
+@pytest.mark.parametrize("max_parameters", [2, 7, 32_766])
+def test_bulk_insert_splits_rows_into_statements_within_the_parameter_limit(tmp_path, max_parameters):
+    """Multi-row statements: every row once, in order, however the batch is cut; a column NULL in
+    every row is a literal, not a bound value."""
+    from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, create_engine, event
+
+    from latentsearch.stores import bulk
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'bulk.db'}")
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("name", String),
+                  Column("meta", JSON), Column("note", String))
+    table.metadata.create_all(engine)
+    insert = bulk.BulkInsert(table, ("id", "name", "meta", "note"), engine.dialect)
+    insert.max_parameters = max_parameters
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, sql, params, *_: statements.append(params))
+    n = 2 * bulk.ROWS_PER_STATEMENT + 3
+    with engine.begin() as conn:
+        insert.execute(conn, {"id": list(range(1, n + 1)), "name": Same("x"), "meta": [{"i": i} for i in range(n)],
+                              "note": Same(None)}, n)
+    assert all(len(params) <= max(max_parameters, 3) for params in statements)
+    per_statement = min(bulk.ROWS_PER_STATEMENT, max(1, max_parameters // 3))
+    assert len(statements) == -(-n // per_statement)
+    with engine.connect() as conn:
+        rows = conn.execute(table.select().order_by(table.c.id)).all()
+    assert rows == [(i + 1, "x", {"i": i}, None) for i in range(n)]

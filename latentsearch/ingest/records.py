@@ -87,16 +87,23 @@ class Record:
         return h.hexdigest()
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # exact types JSON holds as they are
+
+
 def json_safe(value: Any, where: str = "metadata") -> Any:
     """``value`` with numpy scalars and arrays made plain; anything JSON cannot hold is an error."""
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, dict):
+        if all(type(k) is str and type(v) in _PLAIN for k, v in value.items()):
+            return value  # already plain: no copy (this runs once per stored item)
+        return {str(k): json_safe(v, f"{where}.{k}") for k, v in value.items()}
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): json_safe(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v, where) for v in value]
     raise InvalidInputError(
@@ -177,7 +184,7 @@ def checked_metadata(metadata: Sequence[Mapping[str, Any]] | None, n: int) -> li
     for i, meta in enumerate(metadata):
         if not isinstance(meta, Mapping):
             raise InvalidInputError(f"metadata {i} is a {type(meta).__name__}, not a dict")
-        out.append(json_safe(dict(meta), f"metadata {i}"))
+        out.append(json_safe(meta if type(meta) is dict else dict(meta), f"metadata {i}"))
     return out
 
 

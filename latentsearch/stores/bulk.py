@@ -4,25 +4,37 @@ SQLAlchemy's Core ``executemany`` runs every value of every row through its bind
 costs more than SQLite's own insert for a batch of vectors with metadata. Here each column is
 converted once, as a whole: by the same bind processor SQLAlchemy would use (so the stored bytes
 are identical: JSON text, timestamps, blobs), applied once for a value shared by the whole batch
-and row by row otherwise. The rows then go to the driver's ``executemany`` in one call.
+and row by row otherwise. The rows then go to the driver as multi-row ``INSERT ... VALUES (...),
+(...), ...`` statements of up to :data:`ROWS_PER_STATEMENT` rows. One statement per row (a driver's
+``executemany``) made SQLite copy the pages each row touched into its statement journal, so that
+the statement could be undone alone (the full-text trigger asks for that): 32 KiB per row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table, select
 
 PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 BATCH = 10_000  # ids per IN (...) clause: well under SQLite's limit of 32,766 variables
+ROWS_PER_STATEMENT = 1000
 
 
 def chunks(values: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
     """``values`` in slices of ``size`` (one statement each)."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def max_parameters(dialect: Dialect) -> int:
+    """How many bound values one statement may hold."""
+    if dialect.name == "sqlite":
+        version = getattr(dialect.dbapi, "sqlite_version_info", (0,))
+        return 32_766 if version >= (3, 32) else 999
+    return 65_535  # PostgreSQL's wire protocol; client-side drivers have no smaller limit
 
 
 class Same:
@@ -35,47 +47,55 @@ class Same:
 
 
 class BulkInsert:
-    """``INSERT INTO table (columns) VALUES (...)`` for many rows through the driver.
+    """``INSERT INTO table (columns) VALUES (...), (...), ...`` for many rows through the driver.
 
     ``schema`` qualifies the table (the store's PostgreSQL schema: driver-level SQL does not go
-    through SQLAlchemy's schema translation). A driver with named or numbered parameters gets
-    SQLAlchemy's own ``executemany`` of the same rows instead.
+    through SQLAlchemy's schema translation). A column that is NULL in every row of a batch is
+    written as the literal ``NULL`` rather than bound row by row. A driver with named or numbered
+    parameters gets SQLAlchemy's own ``executemany`` of the same rows instead.
     """
 
     def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect, schema: str | None = None):
         self.table = table
         self.columns = list(columns)
-        placeholder = PLACEHOLDERS.get(dialect.paramstyle)
-        self.sql: str | None = None
-        if placeholder is not None:
-            quote = dialect.identifier_preparer.quote
-            name = quote(table.name) if not schema else f"{quote(schema)}.{quote(table.name)}"
-            self.sql = (
-                f"INSERT INTO {name} ({', '.join(quote(c) for c in self.columns)}) "
-                f"VALUES ({', '.join([placeholder] * len(self.columns))})"
-            )
+        self.placeholder = PLACEHOLDERS.get(dialect.paramstyle)
+        quote = dialect.identifier_preparer.quote
+        name = quote(table.name) if not schema else f"{quote(schema)}.{quote(table.name)}"
+        self.head = f"INSERT INTO {name} ({', '.join(quote(c) for c in self.columns)}) VALUES "
+        self.max_parameters = max_parameters(dialect)
         self.processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in self.columns]
 
     def execute(self, conn: Connection, values: Mapping[str, Sequence[Any] | Same], rows: int) -> None:
         """Insert ``rows`` rows; ``values`` gives each column as a sequence, or one shared value."""
         if not rows:
             return
-        for name in self.columns:
-            value = values[name]
+        given = [values[name] for name in self.columns]
+        for name, value in zip(self.columns, given):
             if not isinstance(value, Same) and len(value) != rows:
                 raise ValueError(f"column {name}: {len(value)} values for {rows} rows")
-        if self.sql is None:
-            plain = [repeat(v.value, rows) if isinstance(v, Same) else v for v in (values[c] for c in self.columns)]
+        if self.placeholder is None:
+            plain = [repeat(v.value, rows) if isinstance(v, Same) else v for v in given]
             conn.execute(self.table.insert(), [dict(zip(self.columns, row)) for row in zip(*plain)])
             return
-        columns = []
-        for name, process in zip(self.columns, self.processors):
-            value = values[name]
-            if isinstance(value, Same):
+        row_sql, columns = [], []
+        for value, process in zip(given, self.processors):
+            if isinstance(value, Same) and value.value is None:
+                row_sql.append("NULL")
+            elif isinstance(value, Same):
+                row_sql.append(self.placeholder)
                 columns.append(repeat(process(value.value) if process else value.value, rows))
             else:
+                row_sql.append(self.placeholder)
                 columns.append(map(process, value) if process else value)
-        conn.exec_driver_sql(self.sql, list(zip(*columns)))
+        row = f"({', '.join(row_sql)})"
+        width = len(columns)
+        step = max(1, min(ROWS_PER_STATEMENT, self.max_parameters // max(width, 1)))
+        flat = list(chain.from_iterable(zip(*columns)))
+        statement = self.head + ", ".join([row] * step)
+        for start in range(0, rows, step):
+            n = min(step, rows - start)
+            sql = statement if n == step else self.head + ", ".join([row] * n)
+            conn.exec_driver_sql(sql, tuple(flat[start * width : (start + n) * width]))
 
 
 class SelectByIds:

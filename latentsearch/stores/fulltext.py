@@ -17,6 +17,7 @@ from .filters import compile_where
 from .models import Item as ItemRow
 
 FTS_TABLE = "items_fts"  # SQLite: the FTS5 index over items.text
+TEXT_VIEW = "items_text"  # SQLite: the items that have text, the FTS5 index's content
 TSV_COLUMN = "text_tsv"  # PostgreSQL: the generated tsvector column of items
 
 
@@ -38,23 +39,27 @@ class FullTextMixin:
         dialect = self.engine.dialect.name
         if dialect == "sqlite":
             # External content: the index stores only tokens; triggers keep it in step with items.
+            # Its content is the items that have text (a view): a row per textless vector would
+            # cost every insert a trigger run and a row of the index's own (BENCHMARKS.md) and
+            # skew BM25's mean length, and FTS5 wants its index to match its content table exactly.
+            conn.exec_driver_sql(
+                f"CREATE VIEW IF NOT EXISTS {TEXT_VIEW} AS SELECT id, text FROM items WHERE text IS NOT NULL"
+            )
             conn.exec_driver_sql(
                 f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5("
-                f"text, content='items', content_rowid='id', tokenize='porter unicode61')"
+                f"text, content='{TEXT_VIEW}', content_rowid='id', tokenize='porter unicode61')"
             )
-            conn.exec_driver_sql(
-                f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_ai AFTER INSERT ON items BEGIN "
-                f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.id, new.text); END"
+            add = f"INSERT INTO {FTS_TABLE}(rowid, text) SELECT new.id, new.text WHERE new.text IS NOT NULL;"
+            remove = (
+                f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) "
+                f"SELECT 'delete', old.id, old.text WHERE old.text IS NOT NULL;"
             )
-            conn.exec_driver_sql(
-                f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_ad AFTER DELETE ON items BEGIN "
-                f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text); END"
-            )
-            conn.exec_driver_sql(
-                f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_au AFTER UPDATE OF text ON items BEGIN "
-                f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text); "
-                f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.id, new.text); END"
-            )
+            for name, event, body in (
+                ("ai", "INSERT ON items WHEN new.text IS NOT NULL", add),
+                ("ad", "DELETE ON items WHEN old.text IS NOT NULL", remove),
+                ("au", "UPDATE OF text ON items", remove + add),
+            ):
+                conn.exec_driver_sql(f"CREATE TRIGGER IF NOT EXISTS {FTS_TABLE}_{name} AFTER {event} BEGIN {body} END")
         elif dialect == "postgresql":
             items = f'"{self.schema}".items' if self.schema else "items"
             conn.exec_driver_sql(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from .bulk import BulkInsert, Same, SelectByIds
 from .bulk import chunks as _chunks
 from .cluster_tables import ClusterTablesMixin
 from .filters import compile_where
-from .fulltext import FTS_TABLE, FullTextMixin
+from .fulltext import FTS_TABLE, TEXT_VIEW, FullTextMixin
 from .models import Base, Change, ClusterBase, Info
 from .models import Item as ItemRow
 
@@ -57,16 +58,29 @@ class NewItem:
     file_mtime_ns: int | None = None
 
 
+# Metadata as JSON text, byte for byte what json.dumps writes: one encoder made once instead of
+# one per call, and no cycle check (metadata reaches the store as fresh trees from json_safe).
+_JSON_TEXT = json.JSONEncoder(check_circular=False).encode
+SQLITE_PAGE_SIZE = 16384
+SQLITE_CACHE_KIB = 64 * 1024  # per connection, taken only as pages are used
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    # 16 KiB pages: a fraction of the page writes of SQLite's default 4 KiB for rows that carry a
+    # vector (1.5 KiB at 384-d). Takes effect only in a new, empty file.
+    cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     # WAL: readers never block the writer; NORMAL: a killed process loses no committed batch.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # A write transaction of vectors is tens of MiB: a page cache that holds it is not spilled to
+    # the WAL and rewritten in the middle of the transaction.
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
 
 
@@ -84,7 +98,7 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
         self.url, self.dim, self.schema = url, dim, schema
         self.dtype = np.dtype(vector_dtype)
         try:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True, json_serializer=_JSON_TEXT)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise InvalidInputError(f"cannot use the database URL {_hide_password(url)!r}: {exc}") from exc
         if engine.dialect.name == "sqlite":
@@ -145,6 +159,7 @@ class SqlStore(FullTextMixin, ClusterTablesMixin):
         with self.engine.begin() as conn:
             if self.engine.dialect.name == "sqlite":
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {FTS_TABLE}")
+                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {TEXT_VIEW}")
             Base.metadata.drop_all(conn)
             ClusterBase.metadata.drop_all(conn)
             if self.schema:
