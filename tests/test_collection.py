@@ -753,7 +753,7 @@ def test_metadata_with_numpy_scalars_is_stored_or_refused_clearly(tmp_path: Path
 
 
 def test_adding_a_matrix_writes_in_transactions_and_checks_everything_first(tmp_path, monkeypatch, store_url):
-    monkeypatch.setattr("latentsearch.collection.VECTOR_CHUNK", 100)
+    monkeypatch.setattr("latentsearch.ingest.api.VECTOR_CHUNK", 100)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((450, 16), dtype=np.float32)
     col = latentsearch.create(tmp_path / "col", encoder=None, dim=16, index="Flat", metric="l2",

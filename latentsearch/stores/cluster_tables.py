@@ -15,6 +15,7 @@ from .bulk import chunks as _chunks
 from .models import Assignment, ClusterBase, ClusterRow, Info
 from .models import Item as ItemRow
 
+
 class ClusterTablesMixin:
     """Clustering methods of :class:`~latentsearch.stores.sql.SqlStore`."""
 

@@ -7,7 +7,19 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, cast, column, func, inspect, literal, literal_column, select, table
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    cast,
+    column,
+    func,
+    inspect,
+    literal,
+    literal_column,
+    select,
+    table,
+)
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
