@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATASETS, RESULTS  # noqa: E402
 
-from latentsearch.evaluation import ann, report  # noqa: E402
+from latentsearch.evaluation import ann, report, vecfiles  # noqa: E402
 
 SPECS = (
     "Flat",
@@ -38,7 +38,7 @@ def main() -> int:
     args = parser.parse_args()
 
     files = [args.data / f"siftsmall_{name}" for name in ("base.fvecs", "query.fvecs", "groundtruth_recomputed.ivecs")]
-    xb, xq, gt = (ann.read_vectors(path) for path in files)
+    xb, xq, gt = (vecfiles.read_vectors(path) for path in files)
     ks = ann.DEFAULT_K_VALUES
     points = ann.sweep(xb, xq, gt, args.index or SPECS, "l2", ks, progress=lambda m: print(m, file=sys.stderr))
 

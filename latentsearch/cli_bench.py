@@ -104,6 +104,7 @@ def ann(
     """
     from .evaluation import ann as bench_ann
     from .evaluation import report
+    from .evaluation.vecfiles import read_vectors
 
     if collection is not None:
         if base is not None or queries is not None or groundtruth is not None:
@@ -113,8 +114,8 @@ def ann(
         gt, metric = None, metric or stored_metric
         name, fingerprint = str(collection), report.fingerprint_arrays(xb, xq)
     elif base is not None and queries is not None:
-        xb, xq = bench_ann.read_vectors(base), bench_ann.read_vectors(queries)
-        gt = bench_ann.read_vectors(groundtruth) if groundtruth is not None else None
+        xb, xq = read_vectors(base), read_vectors(queries)
+        gt = read_vectors(groundtruth) if groundtruth is not None else None
         metric = metric or "l2"
         name = base.name
         fingerprint = report.fingerprint_files([p for p in (base, queries, groundtruth) if p is not None])

@@ -29,7 +29,7 @@ from .errors import (
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec, choose_auto
 from .ingest.api import Progress, WriteMethods
-from .ingest.pipeline import IndexFeed
+from .ingest.index_feed import IndexFeed
 from .query.api import QueryMethods
 from .query.filtered import FilterStats
 from .stores.sql import SqlStore, sqlite_url

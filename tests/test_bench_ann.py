@@ -16,7 +16,7 @@ import latentsearch
 from latentsearch import cli_bench
 from latentsearch.cli import cli
 from latentsearch.errors import InvalidInputError, UnknownSpecError
-from latentsearch.evaluation import ann, report
+from latentsearch.evaluation import ann, report, vecfiles
 from helpers import write_beir  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -65,16 +65,16 @@ def one_line_error(result: Result, *words: str, code: int = 1) -> str:
 def test_fvecs_and_ivecs_round_trip(tmp_path):
     x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
     ids = np.arange(21, dtype=np.int32).reshape(7, 3)
-    ann.write_fvecs(tmp_path / "x.fvecs", x)
-    ann.write_ivecs(tmp_path / "i.ivecs", ids)
+    vecfiles.write_fvecs(tmp_path / "x.fvecs", x)
+    vecfiles.write_ivecs(tmp_path / "i.ivecs", ids)
     assert (tmp_path / "x.fvecs").stat().st_size == 7 * (1 + 5) * 4
-    back = ann.read_vectors(tmp_path / "x.fvecs")
+    back = vecfiles.read_vectors(tmp_path / "x.fvecs")
     assert back.dtype == np.float32 and np.array_equal(back, x)
-    back_ids = ann.read_vectors(tmp_path / "i.ivecs")
+    back_ids = vecfiles.read_vectors(tmp_path / "i.ivecs")
     assert back_ids.dtype == np.int32 and np.array_equal(back_ids, ids)
     back[0, 0] = 1.0  # a writable copy, not a view of the file's bytes
     np.save(tmp_path / "x.npy", x)
-    assert np.array_equal(ann.read_vectors(tmp_path / "x.npy"), x)
+    assert np.array_equal(vecfiles.read_vectors(tmp_path / "x.npy"), x)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_bad_vector_files_say_what_is_wrong(tmp_path, name, content, words):
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(InvalidInputError) as err:
-        ann.read_vectors(path)
+        vecfiles.read_vectors(path)
     for word in words:
         assert word in str(err.value)
 
@@ -101,7 +101,7 @@ def test_bad_vector_files_say_what_is_wrong(tmp_path, name, content, words):
 def test_npy_must_be_two_dimensional(tmp_path):
     np.save(tmp_path / "v.npy", np.zeros(4, dtype=np.float32))
     with pytest.raises(InvalidInputError, match=r"2-D numeric array, got shape \(4,\)"):
-        ann.read_vectors(tmp_path / "v.npy")
+        vecfiles.read_vectors(tmp_path / "v.npy")
 
 
 # -- specs --------------------------------------------------------------------------------------
@@ -264,9 +264,9 @@ def test_markdown_table_and_png_plot(tmp_path, points):
 def vector_files(tmp_path, data) -> dict[str, Path]:
     xb, xq = data
     files = {"base": tmp_path / "base.fvecs", "queries": tmp_path / "q.fvecs", "gt": tmp_path / "gt.ivecs"}
-    ann.write_fvecs(files["base"], xb)
-    ann.write_fvecs(files["queries"], xq)
-    ann.write_ivecs(files["gt"], ann.exact_neighbours(xb, xq, 10, "l2").astype(np.int32))
+    vecfiles.write_fvecs(files["base"], xb)
+    vecfiles.write_fvecs(files["queries"], xq)
+    vecfiles.write_ivecs(files["gt"], ann.exact_neighbours(xb, xq, 10, "l2").astype(np.int32))
     return files
 
 

@@ -16,7 +16,8 @@ from ..errors import InvalidInputError
 from ..types import IndexReport, Skipped
 from ..vectors import as_matrix, prepare
 from .chunking import ChunkConfig
-from .pipeline import IndexFeed, run_ingest
+from .index_feed import IndexFeed
+from .pipeline import run_ingest
 from .records import Record, checked_metadata, make_records, open_image
 from .sources import RecordFields, records_from_paths
 

@@ -27,6 +27,7 @@ from ..stores.sql import NewItem
 from ..types import IMAGE, TEXT, VECTOR, IndexReport, Skipped
 from ..vectors import as_matrix, prepare
 from .chunking import ChunkConfig, TokenCounter, counter_for, split_passages
+from .index_feed import IndexFeed
 from .keyset import KeySet
 from .records import Record
 
@@ -281,49 +282,6 @@ def _load(record: Record, preprocess: Callable[[Any], Any] | None = None) -> tup
     except Exception as exc:  # OSError, and the many types Pillow raises for one bad file
         what = "image" if record.modality == IMAGE else "file"
         return record, "", f"unreadable {what}: {exc}"
-
-
-class IndexFeed:
-    """Applies committed writes to a collection's index in a thread of its own, in commit order,
-    so the store's next transaction (and the caller's next ``add``) overlaps the index's work on
-    the last one. At most one write waits (bounded memory). Everything that reads the index first
-    waits for it (:meth:`Collection.index`); an error in the index surfaces there or at the next
-    write, and drops the in-memory index, which the next use reloads from its snapshot and the
-    store's change log (which holds every committed write).
-    """
-
-    def __init__(self, col: Collection):
-        self.col = col
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="latentsearch-index")
-        self.pending: Future[None] | None = None
-
-    def submit(
-        self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int, stages: Stages | None = None
-    ) -> None:
-        """Queue committed rows (up to change ``seq``) for the index; ``stages.index`` gets the time."""
-        self.wait()
-        self.pending = self.pool.submit(self._apply, ids, vectors, replaced, seq, stages)
-
-    def _apply(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int, stages: Stages | None) -> None:
-        t0 = time.perf_counter()
-        self.col._applied_own_write(ids, vectors, replaced, seq)
-        if stages is not None:
-            stages.index += time.perf_counter() - t0
-
-    def wait(self) -> None:
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            try:
-                pending.result()
-            except BaseException:
-                self.col._index = None  # in an unknown state: reloaded on next use
-                raise
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self.pool.shutdown()
 
 
 def _write(
