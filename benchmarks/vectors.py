@@ -52,6 +52,8 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--index", default="IVF1024,Flat")
     parser.add_argument("--chunk", type=int, default=50_000, help="vectors per add() call")
+    parser.add_argument("--vector-dtype", default="float32", choices=["float32", "float16"],
+                        help="how the store keeps the vectors (the index holds float32 either way)")
     args = parser.parse_args()
 
     import faiss
@@ -70,26 +72,33 @@ def main() -> int:
         del raw
         rss_after_raw = peak_rss_mib()
 
-        col = latentsearch.create(Path(tmp) / "col", encoder=None, dim=args.dim, index=args.index, metric="l2")
+        col = latentsearch.create(Path(tmp) / "col", encoder=None, dim=args.dim, index=args.index, metric="l2",
+                                  vector_dtype=args.vector_dtype)
         t0 = time.perf_counter()
         for start, x in chunks(data, args.n, args.dim, args.chunk):
             meta = [{"n": start + i, "group": (start + i) % 100} for i in range(len(x))]
             col.add(x, metadata=meta, batch_size=1000)
+        assert col.index.ntotal == args.n  # waits for the index thread: every vector committed and searchable
+        searchable = time.perf_counter() - t0
         col.flush()
         ours = time.perf_counter() - t0
         info = col.info()
         col.close()
     rows = [
         [f"raw FAISS {args.index} (train + add)", f"{raw_seconds:.1f}", f"{args.n / raw_seconds:,.0f}", "1.00"],
-        ["latentsearch add() + flush (store, change log, index, snapshot)", f"{ours:.1f}", f"{args.n / ours:,.0f}",
-         f"{ours / raw_seconds:.2f}"],
+        ["latentsearch add(): committed and searchable (store, change log, index)", f"{searchable:.1f}",
+         f"{args.n / searchable:,.0f}", f"{searchable / raw_seconds:.2f}"],
+        ["latentsearch add() + flush (the same, and the index snapshot written)", f"{ours:.1f}",
+         f"{args.n / ours:,.0f}", f"{ours / raw_seconds:.2f}"],
     ]
-    print_table(f"{args.n:,} vectors of dimension {args.dim} with metadata (SQLite); goal ≥ 50,000 vectors/s",
+    print_table(f"{args.n:,} vectors of dimension {args.dim} with metadata (SQLite, {args.vector_dtype} rows); "
+                "goal ≥ 50,000 vectors/s",
                 ["path", "seconds", "vectors/s", "time ratio"], rows)
     print(f"peak RSS: {peak_rss_mib():,.0f} MiB (after the raw side: {rss_after_raw:,.0f} MiB); "
           f"store {info['store_bytes'] / 2**20:,.0f} MiB, index {info['index_bytes'] / 2**20:,.0f} MiB; faiss {faiss.__version__}")
     path = write_result("vectors", {
-        "n": args.n, "dim": args.dim, "index": args.index, "raw_seconds": round(raw_seconds, 2),
+        "n": args.n, "dim": args.dim, "index": args.index, "vector_dtype": args.vector_dtype,
+        "raw_seconds": round(raw_seconds, 2), "searchable_seconds": round(searchable, 2),
         "latentsearch_seconds": round(ours, 2), "vectors_per_second": round(args.n / ours),
         "peak_rss_mib": round(peak_rss_mib()), "store_bytes": info["store_bytes"], "index_bytes": info["index_bytes"],
     }, args.out)

@@ -56,9 +56,12 @@ def run_script(name: str, *args: str, tmp_path: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def test_vectors_benchmark_runs_on_tiny_data(tmp_path):
-    result = run_script("vectors", "--n", "3000", "--dim", "16", "--index", "IVF8,Flat", "--chunk", "1000", tmp_path=tmp_path)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_vectors_benchmark_runs_on_tiny_data(tmp_path, dtype):
+    result = run_script("vectors", "--n", "3000", "--dim", "16", "--index", "IVF8,Flat", "--chunk", "1000",
+                        "--vector-dtype", dtype, tmp_path=tmp_path)
     assert result["n"] == 3000 and result["vectors_per_second"] > 0 and result["peak_rss_mib"] > 0
+    assert result["vector_dtype"] == dtype and 0 < result["searchable_seconds"] <= result["latentsearch_seconds"]
 
 
 @pytest.mark.skipif(not (DATASETS / "scifact").is_dir(), reason="needs ../shared/datasets/scifact")

@@ -4,10 +4,12 @@ SQLAlchemy's Core ``executemany`` runs every value of every row through its bind
 costs more than SQLite's own insert for a batch of vectors with metadata. Here each column is
 converted once, as a whole: by the same bind processor SQLAlchemy would use (so the stored bytes
 are identical: JSON text, timestamps, blobs), applied once for a value shared by the whole batch
-and row by row otherwise. The rows then go to the driver as multi-row ``INSERT ... VALUES (...),
-(...), ...`` statements of up to :data:`ROWS_PER_STATEMENT` rows. One statement per row (a driver's
-``executemany``) made SQLite copy the pages each row touched into its statement journal, so that
-the statement could be undone alone (the full-text trigger asks for that): 32 KiB per row.
+and row by row otherwise. The rows then go to the driver in one ``executemany``, except on SQLite,
+where they go as multi-row ``INSERT ... VALUES (...), (...), ...`` statements of up to
+:data:`ROWS_PER_STATEMENT` rows: one statement per row made SQLite copy the pages each row touched
+into its statement journal, so that the statement could be undone alone (the full-text trigger
+asks for that), 32 KiB per row of vectors. PostgreSQL's driver pipelines an ``executemany``, which
+ran 16,400 vectors/s against 12,300 for statements of 1,000 rows.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Same:
 
 
 class BulkInsert:
-    """``INSERT INTO table (columns) VALUES (...), (...), ...`` for many rows through the driver.
+    """``INSERT INTO table (columns) VALUES (...)`` for many rows through the driver.
 
     ``schema`` qualifies the table (the store's PostgreSQL schema: driver-level SQL does not go
     through SQLAlchemy's schema translation). A column that is NULL in every row of a batch is
@@ -63,6 +65,7 @@ class BulkInsert:
         name = quote(table.name) if not schema else f"{quote(schema)}.{quote(table.name)}"
         self.head = f"INSERT INTO {name} ({', '.join(quote(c) for c in self.columns)}) VALUES "
         self.max_parameters = max_parameters(dialect)
+        self.multirow = dialect.name == "sqlite"
         self.processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in self.columns]
 
     def execute(self, conn: Connection, values: Mapping[str, Sequence[Any] | Same], rows: int) -> None:
@@ -88,6 +91,9 @@ class BulkInsert:
                 row_sql.append(self.placeholder)
                 columns.append(map(process, value) if process else value)
         row = f"({', '.join(row_sql)})"
+        if not self.multirow:
+            conn.exec_driver_sql(self.head + row, list(zip(*columns)))
+            return
         width = len(columns)
         step = max(1, min(ROWS_PER_STATEMENT, self.max_parameters // max(width, 1)))
         flat = list(chain.from_iterable(zip(*columns)))
