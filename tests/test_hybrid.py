@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
@@ -15,7 +16,7 @@ from latentsearch.collection import Collection
 from latentsearch.errors import InvalidInputError
 from latentsearch.evaluation.metrics import evaluate
 from latentsearch.query.hybrid import fts5_query, rrf, tsquery_or, words
-from latentsearch.stores.fulltext import FTS_TABLE, TSV_COLUMN
+from latentsearch.stores.fulltext import FTS_TABLE, TEXT_VIEW, TSV_COLUMN
 
 DOCS = {
     "zep": "Airships such as zeppelins carried passengers across the ocean in the early twentieth "
@@ -205,6 +206,49 @@ def test_store_without_fulltext_index_opens_and_says_to_recreate(store_url, hash
         for mode in ("lexical", "hybrid"):
             with pytest.raises(InvalidInputError, match="create it again"):
                 old.search("garlic", mode=mode)
+
+
+# The SQLite schema of stores made before this version: full indexes, FTS5 over the whole items table.
+OLDER_SQLITE_SCHEMA = f"""
+DROP TRIGGER {FTS_TABLE}_ai; DROP TRIGGER {FTS_TABLE}_ad; DROP TRIGGER {FTS_TABLE}_au; DROP TABLE {FTS_TABLE};
+DROP VIEW {TEXT_VIEW}; DROP INDEX ix_items_key; DROP INDEX ix_items_content_hash; DROP INDEX ix_items_document;
+CREATE UNIQUE INDEX older_key ON items (key); CREATE INDEX ix_items_content_hash ON items (content_hash);
+CREATE INDEX ix_items_document ON items (document);
+CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(text, content='items', content_rowid='id', tokenize='porter unicode61');
+INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild');
+CREATE TRIGGER {FTS_TABLE}_ai AFTER INSERT ON items BEGIN
+  INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.id, new.text); END;
+CREATE TRIGGER {FTS_TABLE}_ad AFTER DELETE ON items BEGIN
+  INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text); END;
+CREATE TRIGGER {FTS_TABLE}_au AFTER UPDATE OF text ON items BEGIN
+  INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
+  INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.id, new.text); END;
+"""
+
+
+def test_a_store_of_the_older_sqlite_schema_keeps_working(hashing_collection):
+    """Partial indexes and the full-text view are for new stores; one made before them reads and
+    writes as it did, and its full-text index stays consistent with its items."""
+    col = _col(hashing_collection, "sqlite")
+    path = col.path
+    col.add(np.ones((2, col.config.dim), dtype=np.float32))  # rows without text
+    col.close()
+    raw = col.store.engine.raw_connection()
+    try:
+        raw.driver_connection.executescript(OLDER_SQLITE_SCHEMA)
+    finally:
+        raw.close()
+    with Collection.open(path) as old:
+        assert keys(old.search("garlic pasta", k=1, mode="lexical")) == ["cook"]
+        old.add(["garlic soup"], keys=["soup"])
+        old.upsert(["plain rice"], keys=["cook"])
+        old.delete(keys=["run1"])
+        assert keys(old.search("garlic", k=5, mode="lexical")) == ["soup"]
+        with pytest.raises(InvalidInputError, match="exists already"):
+            old.add(["again"], keys=["soup"])
+        with old.store.engine.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('integrity-check', 1)")
+        assert old.verify()["missing_from_index"] == []
 
 
 # -- CLI --------------------------------------------------------------------------------------------------
