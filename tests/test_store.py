@@ -431,3 +431,20 @@ def test_bulk_insert_splits_rows_into_statements_within_the_parameter_limit(tmp_
     with engine.connect() as conn:
         rows = conn.execute(table.select().order_by(table.c.id)).all()
     assert rows == [(i + 1, "x", {"i": i}, None) for i in range(n)]
+
+
+@pytest.mark.parametrize("multirow", [True, False])
+def test_bulk_insert_of_rows_with_nothing_to_bind(tmp_path, multirow):
+    from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
+
+    from latentsearch.stores import bulk
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'bulk.db'}")
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("note", String))
+    table.metadata.create_all(engine)
+    insert = bulk.BulkInsert(table, ("note",), engine.dialect)
+    insert.multirow = multirow
+    with engine.begin() as conn:
+        insert.execute(conn, {"note": Same(None)}, 3)
+    with engine.connect() as conn:
+        assert conn.execute(table.select().order_by(table.c.id)).all() == [(1, None), (2, None), (3, None)]

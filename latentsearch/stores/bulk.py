@@ -91,7 +91,7 @@ class BulkInsert:
                 row_sql.append(self.placeholder)
                 columns.append(map(process, value) if process else value)
         row = f"({', '.join(row_sql)})"
-        if not self.multirow:
+        if not self.multirow and columns:  # (with nothing to bind, zip would give no rows)
             conn.exec_driver_sql(self.head + row, list(zip(*columns)))
             return
         width = len(columns)
