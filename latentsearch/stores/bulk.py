@@ -31,12 +31,10 @@ def chunks(values: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
         yield values[start : start + size]
 
 
-def max_parameters(dialect: Dialect) -> int:
-    """How many bound values one statement may hold."""
-    if dialect.name == "sqlite":
-        version = getattr(dialect.dbapi, "sqlite_version_info", (0,))
-        return 32_766 if version >= (3, 32) else 999
-    return 65_535  # PostgreSQL's wire protocol; client-side drivers have no smaller limit
+def sqlite_max_variables(dialect: Dialect) -> int:
+    """How many bound values one SQLite statement may hold (the limit rose in SQLite 3.32)."""
+    version = getattr(dialect.dbapi, "sqlite_version_info", (0,))
+    return 32_766 if version >= (3, 32) else 999
 
 
 class Same:
@@ -64,8 +62,8 @@ class BulkInsert:
         quote = dialect.identifier_preparer.quote
         name = quote(table.name) if not schema else f"{quote(schema)}.{quote(table.name)}"
         self.head = f"INSERT INTO {name} ({', '.join(quote(c) for c in self.columns)}) VALUES "
-        self.max_parameters = max_parameters(dialect)
-        self.multirow = dialect.name == "sqlite"
+        self.multirow = dialect.name == "sqlite"  # see the module's docstring
+        self.max_parameters = sqlite_max_variables(dialect) if self.multirow else 0
         self.processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in self.columns]
 
     def execute(self, conn: Connection, values: Mapping[str, Sequence[Any] | Same], rows: int) -> None:
