@@ -188,11 +188,11 @@ def bench_latentsearch(data: Data, tmp: Path) -> list[Row]:
             return pad([[position[h.id] for h in hs] for hs in hits])
 
         def search(ef: int | None = None, where: dict | None = None) -> np.ndarray:
-            col.index.search_options = {} if ef is None else {"efSearch": ef}  # None: its default (128)
+            col.index().search_options = {} if ef is None else {"efSearch": ef}  # None: its default (128)
             return to_pos(col.search_batch(queries, K, where=where))
 
         if spec == "auto":
-            rows.append(row("latentsearch", f"index=auto → {col.index.factory}", data, seconds, search,
+            rows.append(row("latentsearch", f"index=auto → {col.index().factory}", data, seconds, search,
                             lambda: search(where={"bucket": BUCKET}), note))
         else:
             rows += sweep_rows("latentsearch", data, [

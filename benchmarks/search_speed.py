@@ -53,7 +53,7 @@ def batch_throughput(args: argparse.Namespace, folder: Path) -> dict:
     col.flush()
     build_seconds = time.perf_counter() - t0
     xq = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
-    index = col.index
+    index = col.index()
     raw = index.index  # the FAISS object the collection searches
     xq_ready = prepare(xq, args.dim, col.config.metric)
     batches = [slice(s, s + args.batch) for s in range(0, args.queries, args.batch)]

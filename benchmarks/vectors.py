@@ -78,7 +78,7 @@ def main() -> int:
         for start, x in chunks(data, args.n, args.dim, args.chunk):
             meta = [{"n": start + i, "group": (start + i) % 100} for i in range(len(x))]
             col.add(x, metadata=meta, batch_size=1000)
-        assert col.index.ntotal == args.n  # waits for the index thread: every vector committed and searchable
+        assert col.index().ntotal == args.n  # waits for the index thread: every vector committed and searchable
         searchable = time.perf_counter() - t0
         col.flush()
         ours = time.perf_counter() - t0

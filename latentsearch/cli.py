@@ -271,14 +271,13 @@ def search(
         raise click.UsageError(f"--mode {mode} needs a text QUERY; search by --image with --mode dense")
     where = parse_where(where_json)
     with Collection.open(collection) as col:
-        hits = col.search(
-            image if image is not None else query,
+        (hits,), stats = col.search_batch_with_stats(
+            [image if image is not None else query],
             k=k,
             group_by="document" if documents else None,
             where=where,
             mode=mode,
         )
-        stats = col.last_filter_stats
     if stats is not None and stats.matches and len(hits) < k and not as_json:
         click.echo(f"{stats.matches} item{'' if stats.matches == 1 else 's'} match the filter", err=True)
     if as_json:
@@ -376,7 +375,8 @@ def reindex(collection: Path, index_spec: str) -> None:
 
     with Collection.open(collection) as col:
         col.reindex(index_spec)
-        click.echo(f"rebuilt the index as {col.index.describe()} over {col.index.ntotal} vectors")
+        index = col.index()
+        click.echo(f"rebuilt the index as {index.describe()} over {index.ntotal} vectors")
 
 
 @cli.command()

@@ -185,7 +185,7 @@ def map_(collection: Path, output: Path, query: str | None, sample: int, use_uma
     from .query.map import render_map
 
     with Collection.open(collection) as col:
-        result = render_map(col, output, query=query, sample=sample, use_umap=use_umap, seed=seed)
+        result = render_map(col.searcher, output, query=query, sample=sample, use_umap=use_umap, seed=seed)
     if as_json:
         echo_json({
             "path": str(result.path), "points": result.points, "projection": result.projection,

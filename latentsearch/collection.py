@@ -1,4 +1,11 @@
-"""Collection: the one place that wires an encoder, a FAISS index and a SQL store together."""
+"""Collection: a thin façade over the parts of one collection.
+
+It builds, once, the store (:class:`~latentsearch.stores.sql.SqlStore`), the encoder
+(:class:`~latentsearch.encoders.lazy.LazyEncoder`), the index owner
+(:class:`~latentsearch.indexes.sync.IndexSync`), the :class:`~latentsearch.ingest.writer.Writer`
+and the :class:`~latentsearch.query.searcher.Searcher`, each given exactly the collaborators it
+needs, and forwards to them. See ``docs/architecture.md``.
+"""
 
 from __future__ import annotations
 
@@ -6,63 +13,75 @@ import logging
 import re
 import secrets
 import shutil
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from . import __version__
 from .config import CollectionConfig, manifest_path, read_manifest, write_manifest
 from .encoders import ENCODERS, create_encoder
 from .encoders.base import Encoder
-from .errors import (
-    CollectionExistsError,
-    CollectionLockedError,
-    CollectionNotFoundError,
-    EncoderMismatchError,
-    InvalidInputError,
-)
+from .encoders.lazy import NO_ENCODER, LazyEncoder
+from .errors import CollectionExistsError, CollectionNotFoundError, EncoderMismatchError, InvalidInputError
 from .indexes.faiss_index import FaissIndex
-from .indexes.selection import IndexSpec, choose_auto
-from .ingest.api import Progress, WriteMethods
-from .ingest.index_feed import IndexFeed
-from .query.api import QueryMethods
-from .query.filtered import FilterStats
+from .indexes.selection import IndexSpec
+from .indexes.sync import INDEX_FILE, INDEX_META, IndexSync
+from .ingest.writer import Writer
+from .query.searcher import Searcher
 from .stores.sql import SqlStore, sqlite_url
-from .types import IndexReport, Item
+from .types import Hit, IndexReport, Item
 
 log = logging.getLogger(__name__)
 
-NO_ENCODER = "none"
 STORE_FILE = "metadata.db"
-INDEX_FILE = "index.faiss"
-INDEX_META = "index.json"
-LOCK_FILE = ".lock"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Collection(WriteMethods, QueryMethods):
-    """A folder holding a manifest, a store and an index snapshot. Use as a context manager."""
+class _Forward(Generic[F]):
+    """A method of the façade that is the same-named method of one of its parts."""
 
-    def __init__(self, path: Path, config: CollectionConfig, encoder: Encoder | None = None):
-        self.path, self.config = path, config
+    def __init__(self, part: str, method: F):
+        self.part, self.method = part, method
+        self.__doc__ = method.__doc__
+        self.__wrapped__ = method
+
+    def __get__(self, obj: Any, owner: type | None = None) -> F:
+        if obj is None:
+            return self.method
+        return getattr(getattr(obj, self.part), self.method.__name__)  # type: ignore[no-any-return]
+
+
+def _forward(part: str, method: F) -> F:
+    return _Forward(part, method)  # type: ignore[return-value]
+
+
+class Collection:
+    """A folder holding a manifest, a store and an index snapshot.
+
+    Any number of threads may share one: searches run in parallel, writes one at a time. Each
+    write operation takes the collection's writer lock for its own length (``with
+    col.writing():`` for several), so an open collection blocks no other process while idle.
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: CollectionConfig,
+        encoder: Encoder | None = None,
+        read_consistency_interval: float | None = 0.0,
+    ):
+        self.path = path
         url = config.store_url or sqlite_url(path / STORE_FILE)
         self.store = SqlStore(url, config.dim, config.vector_dtype, config.store_schema)
-        self._encoder = encoder
-        self._encoder_lock = threading.Lock()
-        self._reembedding = False
-        self._index: FaissIndex | None = None
-        self._feed: IndexFeed | None = None  # adds this writer's chunks to the index in the background
-        self._watermark = 0
-        self._saved_watermark = -1
-        # What the latest filtered search in this process did (None after an unfiltered one).
-        self.last_filter_stats: FilterStats | None = None
-        # Not thread-local: the writer thread of the ingest pipeline writes under this lock too.
-        self._lock = FileLock(str(path / LOCK_FILE), thread_local=False)
-        self.lock_timeout = 10.0
+        self.encoder_slot = LazyEncoder(config.encoder, config.encoder_fingerprint, encoder)
+        self.sync = IndexSync(path, self.store, config.dim, config.metric, config.index, read_consistency_interval)
+        self.writer = Writer(path, config, self.store, self.encoder_slot, self.sync)
+        self.searcher = Searcher(path, config.dim, config.metric, self.store, self.encoder_slot, self.sync)
+        self.writer.after_write(self._assign_new_items)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -83,12 +102,14 @@ class Collection(WriteMethods, QueryMethods):
             raise CollectionExistsError(f"a collection already exists at {path}; open it instead")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise CollectionExistsError(f"{path} exists and is not an empty folder")
+        spec = IndexSpec.parse(index)
+        if not spec.is_auto and dim:
+            FaissIndex(spec.factory, int(dim), metric)  # a bad spec fails before a model loads
         enc = create_encoder(encoder) if encoder and encoder != NO_ENCODER else None
         if enc is None and not dim:
             raise InvalidInputError("a collection without an encoder needs dim=, the vector dimension")
         if enc is not None and dim and dim != enc.dim:
             raise InvalidInputError(f"dim={dim} but the encoder {enc.spec!r} gives {enc.dim}")
-        spec = IndexSpec.parse(index)
         config = CollectionConfig(
             encoder=enc.spec if enc else NO_ENCODER,
             dim=enc.dim if enc else int(dim),  # type: ignore[arg-type]
@@ -117,8 +138,14 @@ class Collection(WriteMethods, QueryMethods):
         return self
 
     @classmethod
-    def open(cls, path: str | Path, encoder: str | None = None) -> Collection:
-        """The collection at ``path``. Naming an ``encoder`` checks it is the one that built it."""
+    def open(
+        cls, path: str | Path, encoder: str | None = None, read_consistency_interval: float | None = 0.0
+    ) -> Collection:
+        """The collection at ``path``. Naming an ``encoder`` checks it is the one that built it.
+
+        ``read_consistency_interval``: how often (seconds) a search first checks the store for
+        writes by other processes; ``0`` (default) before every search, ``None`` never after
+        the index is loaded. This process's own writes are always seen at once."""
         path = Path(path).expanduser()
         try:
             config = read_manifest(path)
@@ -127,7 +154,7 @@ class Collection(WriteMethods, QueryMethods):
                 f"no collection at {path}; create one with `latentsearch index {path} FILES...` "
                 "or latentsearch.create()"
             ) from None
-        self = cls(path, config)
+        self = cls(path, config, read_consistency_interval=read_consistency_interval)
         self.store.check_schema()
         if encoder is not None and not self._same_encoder(encoder):
             raise EncoderMismatchError(
@@ -137,26 +164,25 @@ class Collection(WriteMethods, QueryMethods):
         return self
 
     def _same_encoder(self, spec: str) -> bool:
-        if spec == self.config.encoder or str(ENCODERS.resolve(spec)) == self.config.encoder:
+        mine = self.config.encoder
+        if spec == mine or str(ENCODERS.resolve(spec)) == mine:
             return True
-        if self.config.encoder == NO_ENCODER or spec == NO_ENCODER:
+        if mine == NO_ENCODER or spec == NO_ENCODER:
             return False
-        if ENCODERS.resolve(spec).kind != ENCODERS.resolve(self.config.encoder).kind:
+        if ENCODERS.resolve(spec).kind != ENCODERS.resolve(mine).kind:
             return False  # no need to load a model to see that
-        return create_encoder(spec).spec == self.config.encoder
+        return create_encoder(spec).spec == mine
 
     def close(self) -> None:
-        """Save the index snapshot when this process changed anything, and release the lock."""
+        """Save the index snapshot if this process's index is ahead of it (unless another
+        process is writing at the moment), stop the index thread and close the store."""
         try:
-            if self._lock.is_locked:
-                self.flush()
+            self.writer.save(wait=False)
         finally:
-            if self._feed is not None:
-                self._feed.close()  # idle by now: flush() waited for it
-                self._feed = None
-            if self._lock.is_locked:
-                self._lock.release(force=True)
-            self.store.close()
+            try:
+                self.sync.close()
+            finally:
+                self.store.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -170,156 +196,66 @@ class Collection(WriteMethods, QueryMethods):
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, encoder={self.config.encoder!r}, index={self.config.index!r})"
 
-    # -- the parts, loaded when first needed ----------------------------------------------------
+    # -- configuration and parts -----------------------------------------------------------------
+
+    @property
+    def config(self) -> CollectionConfig:
+        """The manifest as it stands (``reindex`` and ``reembed`` change it)."""
+        return self.writer.config
+
+    @property
+    def lock_timeout(self) -> float:
+        """Seconds a write waits for another writer before it fails."""
+        return self.writer.lock.timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, seconds: float) -> None:
+        self.writer.lock.timeout = seconds
 
     @property
     def encoder(self) -> Encoder | None:
-        with self._encoder_lock:  # the pipeline's threads may ask first, together
-            return self._load_encoder()
+        """The encoder (loaded on first use; None for a collection of vectors only)."""
+        return self.encoder_slot.get()
 
-    def _load_encoder(self) -> Encoder | None:
-        if self._encoder is None and self.config.encoder != NO_ENCODER:
-            enc = create_encoder(self.config.encoder)
-            if self.encoder_changed(enc) and not self._reembedding:
-                raise EncoderMismatchError(
-                    f"the encoder {self.config.encoder!r} now gives different vectors than when "
-                    "this collection was built (its weights or preprocessing changed); "
-                    "re-embed it with `latentsearch index` (it does so first) or Collection.reembed()"
-                )
-            self._encoder = enc
-        return self._encoder
-
-    def encoder_changed(self, encoder: Encoder | None = None) -> bool:
+    def encoder_changed(self) -> bool:
         """Whether the encoder now gives other vectors than when the collection was built."""
-        if self.config.encoder == NO_ENCODER or not self.config.encoder_fingerprint:
-            return False
-        enc = encoder or self._encoder or create_encoder(self.config.encoder)
-        return enc.fingerprint() != self.config.encoder_fingerprint
+        return self.encoder_slot.changed()
 
-    def reembed(self, batch_size: int = 64, progress: Progress | None = None) -> IndexReport:
-        """Encode every stored item again with the encoder as it is now (after its weights or
-        preprocessing changed); see :func:`latentsearch.ingest.reembed.reembed`."""
-        from .ingest.reembed import reembed
+    @contextmanager
+    def writing(self) -> Iterator[Collection]:
+        """Hold the writer lock across several write operations (each takes it anyway)."""
+        with self.writer.writing():
+            yield self
 
-        self._writer()
-        self._reembedding = True
-        try:
-            encoder = self.encoder
-        finally:
-            self._reembedding = False
-        report = reembed(self, encoder, batch_size, progress)  # type: ignore[arg-type]
-        self.config = self.config.replace(encoder_fingerprint=encoder.fingerprint())  # type: ignore[union-attr]
-        self.flush()
-        write_manifest(self.path, self.config)
-        return report
+    def flush(self) -> bool:
+        """Save the index snapshot now if it is behind the store; returns whether it wrote."""
+        return self.writer.save()
 
-    @property
-    def index(self) -> FaissIndex:
-        """The index, loaded from its snapshot (or rebuilt) and brought up to the store's state."""
-        if self._feed is not None:
-            self._feed.wait()  # this process's own writes, still being added
-        if self._index is None:
-            spec = IndexSpec.parse(self.config.index)
-            loaded = FaissIndex.load(
-                self.path / INDEX_FILE, self.path / INDEX_META, self.config.dim, self.config.metric, spec.search
-            )
-            if loaded is None or loaded[1].spec != self.config.index or loaded[1].watermark > self.store.max_seq():
-                self._rebuild()
-            else:
-                self._index, snap = loaded
-                self._watermark = self._saved_watermark = snap.watermark
-        self._catch_up()
-        return self._index  # type: ignore[return-value]
+    # -- writing (ingest/writer.py) ----------------------------------------------------------------
 
-    def _rebuild(self) -> None:
-        """A fresh index from every vector in the store (invariant 1: never re-encodes)."""
-        spec = IndexSpec.parse(self.config.index)
-        watermark = self.store.max_seq()
-        factory = choose_auto(self.store.count(), self.config.dim) if spec.is_auto else spec.factory
-        index = FaissIndex(factory, self.config.dim, self.config.metric, spec.search)
-        for ids, vectors in self.store.iter_vectors():
-            index.add(ids, vectors)
-        self._index, self._watermark, self._saved_watermark = index, watermark, -1
-
-    def _catch_up(self) -> None:
-        """Apply the store's changes after the index's watermark (invariant 2)."""
-        assert self._index is not None
-        ids, newest = self.store.changed_since(self._watermark)
-        if len(ids):
-            self._index.remove(ids)
-            found, vectors = self.store.vectors(ids)
-            self._index.add(found, vectors)
-        self._watermark = newest
-
-    def _index_feed(self) -> IndexFeed:
-        """The thread that adds this writer's committed chunks to the index (see IndexFeed)."""
-        if self._feed is None:
-            self._feed = IndexFeed(self)
-        return self._feed
-
-    def _applied_own_write(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int) -> None:
-        """Put what this writer committed, up to change ``seq``, into the index without reading
-        it back. Writes are applied in commit order; the ``replaced`` ids (updates) leave the
-        index first.
-        """
-        index = self._index
-        assert index is not None and self._lock.is_locked
-        index.remove(replaced)
-        index.add(ids, vectors)
-        self._watermark = seq
-
-    def _writer(self) -> None:
-        """Take the writer lock (once) and bring the index up to date under it."""
-        if not self._lock.is_locked:
-            try:
-                self._lock.acquire(timeout=self.lock_timeout)
-            except Timeout:
-                raise CollectionLockedError(
-                    f"another process is writing to {self.path}; wait for it to finish "
-                    f"(waited {self.lock_timeout:g} s)"
-                ) from None
-            if not self._acquire_store_writer():
-                self._lock.release(force=True)
-                raise CollectionLockedError(
-                    f"another process is writing to this collection's store ({self.store.safe_url}); "
-                    f"wait for it to finish (waited {self.lock_timeout:g} s)"
-                )
-        _ = self.index
-
-    def _acquire_store_writer(self) -> bool:
-        deadline = time.monotonic() + self.lock_timeout
-        while not self.store.try_acquire_writer():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
-    def flush(self) -> None:
-        """Save the index snapshot if it is behind the store (atomic; needs the writer lock)."""
-        self._writer()
-        index = self.index
-        spec = IndexSpec.parse(self.config.index)
-        if spec.is_auto and choose_auto(index.ntotal, self.config.dim) != index.factory:
-            self._rebuild()
-            index = self._index  # type: ignore[assignment]
-        if self._watermark != self._saved_watermark:
-            index.save(self.path / INDEX_FILE, self.path / INDEX_META, self.config.index, self._watermark)
-            self._saved_watermark = self._watermark
-
-    # -- writing: add, upsert, index_paths, prune, add_records, delete (ingest/api.py) ----------
+    add = _forward("writer", Writer.add)
+    upsert = _forward("writer", Writer.upsert)
+    add_records = _forward("writer", Writer.add_records)
+    index_paths = _forward("writer", Writer.index_paths)
+    prune = _forward("writer", Writer.prune)
+    delete = _forward("writer", Writer.delete)
+    reembed = _forward("writer", Writer.reembed)
 
     def reindex(self, index: str | None = None) -> None:
         """Rebuild the index from the stored vectors (with a new spec when given), never re-encoding."""
-        self._writer()
-        spec = IndexSpec.parse(index or self.config.index)
-        if not spec.is_auto:
-            FaissIndex(spec.factory, self.config.dim, self.config.metric)
-        self.config = self.config.replace(index=str(spec))
-        self._rebuild()
-        self.flush()
-        write_manifest(self.path, self.config)
+        self.writer.reindex(index)
 
-    # -- reading ------------------------------------------------------------------------------
+    # -- reading (query/searcher.py) ---------------------------------------------------------------
+
+    search = _forward("searcher", Searcher.search)
+    search_batch = _forward("searcher", Searcher.search_batch)
+    search_batch_with_stats = _forward("searcher", Searcher.search_batch_with_stats)
+    clusters = _forward("searcher", Searcher.clusters)
+
+    def index(self) -> FaissIndex:
+        """The index, loaded from its snapshot (or rebuilt from the store, logged) and caught up
+        with the store. An explicit call: it may read the whole store."""
+        return self.sync.load()
 
     def get(self, ids: Sequence[int]) -> list[Item]:
         """The items with these ids, in that order; ids that do not exist are left out."""
@@ -328,8 +264,10 @@ class Collection(WriteMethods, QueryMethods):
 
     def verify(self) -> dict[str, Any]:
         """Compare the index with the store: every stored item indexed once, nothing else."""
-        stored = self.store.ids()
-        indexed = self.index.ids()
+        self.sync.catch_up()
+        with self.sync.reading() as index:
+            stored = self.store.ids()
+            indexed = index.ids()
         unique, counts = np.unique(indexed, return_counts=True)
         return {
             "items": int(len(stored)),
@@ -340,7 +278,8 @@ class Collection(WriteMethods, QueryMethods):
         }
 
     def info(self) -> dict[str, Any]:
-        index = self.index
+        """What ``latentsearch info`` prints (loads the index)."""
+        index = self.index()
         files = [self.path / n for n in (INDEX_FILE, INDEX_META, "latentsearch.json")]
         return {
             "path": str(self.path),
@@ -358,6 +297,76 @@ class Collection(WriteMethods, QueryMethods):
             "created_by": self.config.created_by,
         }
 
+    # -- latent-space queries (query/latent.py) ----------------------------------------------------
+
+    def search_combination(self, terms: Any, k: int = 10, where: Mapping[str, Any] | None = None) -> list[Hit]:
+        """The ``k`` items nearest a weighted sum of queries, e.g.
+        ``[("beach", 1.0), (42, 1.0), ("people", -1.0)]`` or the string
+        ``'"beach" + #42 - "people"'``; each query is anything :meth:`search` takes (for the
+        cosine metric each is normalised before summing). Items given by id are left out."""
+        from .query.latent import combination_search
+
+        return combination_search(self.searcher, terms, k, where)
+
+    def interpolate(self, a: Any, b: Any, steps: int = 5, k: int = 1) -> list[tuple[float, list[Hit]]]:
+        """``(t, hits)`` for ``steps`` points t from ``a`` (0) to ``b`` (1): the ``k`` items
+        nearest each point, spherically interpolated for the cosine metric, linearly otherwise."""
+        from .query.latent import interpolation_search
+
+        return interpolation_search(self.searcher, a, b, steps, k)
+
+    def search_mmr(
+        self, query: Any, k: int = 10, fetch_k: int = 50, lambda_: float = 0.5, where: Mapping[str, Any] | None = None
+    ) -> list[Hit]:
+        """``k`` of the ``fetch_k`` nearest items to ``query`` chosen by maximal marginal
+        relevance (cosine similarity of the stored vectors): ``lambda_=1`` keeps the plain
+        search order, lower values trade relevance for variety."""
+        from .query.latent import mmr_search
+
+        return mmr_search(self.searcher, query, k, fetch_k, lambda_, where)
+
+    # -- corpus clusters (query/corpus_clusters.py) ------------------------------------------------
+
+    def cluster(self, n: int, seed: int = 0, sample: int | None = None) -> list[Any]:
+        """Cluster every stored vector into ``n`` clusters with FAISS k-means (spherical for
+        cosine; trained on ``sample`` vectors, at most 100,000 unless told, then every item
+        assigned), store centroids, labels and assignments (replacing any previous clustering)
+        and return their summary, largest first. Later writes give their items a cluster."""
+        from .query.corpus_clusters import cluster_corpus
+
+        with self.writer.writing():  # no add lands between reading the vectors and the change seq
+            return cluster_corpus(self.store, self.config.metric, n, seed, sample)
+
+    def assign_new(self) -> int:
+        """Give items written since the clustering (by a write interrupted before it could)
+        their nearest cluster, and forget deleted ones; returns how many. A write."""
+        with self.writer.writing():
+            return self._assign_new_items()
+
+    def _assign_new_items(self) -> int:
+        from .query.corpus_clusters import assign_new
+
+        return assign_new(self.store, self.config.metric)
+
+    def corpus_clusters(self) -> list[Any]:
+        """The stored clustering's summary by id ([] when the collection was never clustered)."""
+        from .query.corpus_clusters import stored_clusters
+
+        return stored_clusters(self.store)
+
+    def nearest_clusters(self, query: Any, k: int = 3) -> list[Any]:
+        """The ``k`` stored clusters whose centroids are nearest ``query`` (anything
+        :meth:`search` takes), nearest first, each with its ``score``."""
+        from .query.corpus_clusters import nearest_clusters
+
+        return nearest_clusters(self.searcher, query, k)
+
+    def cluster_members(self, cluster_id: int, limit: int | None = 100) -> list[Item]:
+        """Up to ``limit`` items of a stored cluster, in id order."""
+        from .query.corpus_clusters import members
+
+        return members(self.store, cluster_id, limit)
+
 
 def _schema_name(path: Path) -> str:
     slug = re.sub(r"[^a-z0-9]+", "_", path.name.lower()).strip("_")[:40] or "collection"
@@ -369,3 +378,7 @@ def _try(fn: Callable[[], Any]) -> None:
         fn()
     except Exception as exc:  # cleanup after a failure must not hide the failure
         log.warning("cleanup failed: %s", exc)
+
+
+# Re-exported for callers that imported the report type from here.
+__all__ = ["Collection", "IndexReport"]

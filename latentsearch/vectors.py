@@ -30,10 +30,15 @@ def as_matrix(vectors: Any, dim: int, what: str = "vector") -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as float32 (zero rows stay zero). Norms are taken in float64,
+    so rows of huge float32 values do not overflow to infinity and collapse to zero."""
+    x = np.asarray(x)
+    norms = np.linalg.norm(x.astype(np.float64, copy=False), axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
 def prepare(vectors: Any, dim: int, metric: str, what: str = "vector") -> np.ndarray:
     """Validated vectors, L2-normalised when the metric is cosine (zero vectors stay zero)."""
     x = as_matrix(vectors, dim, what)
-    if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
-    return x
+    return normalize(x) if metric == "cosine" else x

@@ -531,27 +531,45 @@ def test_crashed_writer_loses_nothing_committed(tmp_path: Path) -> None:
 
 
 def test_second_writer_is_refused_while_the_first_holds_the_lock(text_col) -> None:
-    text_col.add(["the first writer now holds the lock"])
     other = latentsearch.open(text_col.path)
     try:
-        other.lock_timeout = 0.2
-        for write in (
-            lambda: other.add(["refused"]),
-            lambda: other.upsert(["refused"], keys=[KEYS[0]]),
-            lambda: other.delete(ids=[text_col.ids[0]]),
-            lambda: other.reindex("HNSW16"),
-        ):
-            with pytest.raises(CollectionLockedError) as err:
-                write()
-            assert str(text_col.path) in str(err.value) or "writ" in str(err.value)
-        # Readers are never blocked, and see what the writer committed.
-        assert other.search("first writer holds the lock", k=1)[0].text == "the first writer now holds the lock"
-        assert len(other) == len(TEXTS) + 1
-        text_col.close()
-        other.add(["now it may write"])
+        with text_col.writing():
+            text_col.add(["the first writer now holds the lock"])
+            other.lock_timeout = 0.2
+            for write in (
+                lambda: other.add(["refused"]),
+                lambda: other.upsert(["refused"], keys=[KEYS[0]]),
+                lambda: other.delete(ids=[text_col.ids[0]]),
+                lambda: other.reindex("HNSW16"),
+            ):
+                with pytest.raises(CollectionLockedError) as err:
+                    write()
+                assert str(text_col.path) in str(err.value) or "writ" in str(err.value)
+            # Readers are never blocked, and see what the writer committed.
+            assert other.search("first writer holds the lock", k=1)[0].text == "the first writer now holds the lock"
+            assert len(other) == len(TEXTS) + 1
+        other.add(["now it may write"])  # the block ended: the first writer, still open, is idle
         assert len(other) == len(TEXTS) + 2
+        assert text_col.search("now it may write", k=1)[0].text == "now it may write"  # and sees it
     finally:
         other.close()
+
+
+def test_an_open_idle_writer_blocks_no_other_process(text_col) -> None:
+    text_col.add(["written, and the collection stays open"])
+    script = (
+        "import sys, latentsearch\n"
+        "col = latentsearch.open(sys.argv[1])\n"
+        "col.lock_timeout = 2\n"
+        "col.add(['from another process'])\n"
+        "col.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(text_col.path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert text_col.search("from another process", k=1)[0].text == "from another process"
+    text_col.add(["and this one writes again"])
+    assert len(text_col) == len(TEXTS) + 3
+    assert text_col.verify()["missing_from_index"] == []
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -753,7 +771,7 @@ def test_metadata_with_numpy_scalars_is_stored_or_refused_clearly(tmp_path: Path
 
 
 def test_adding_a_matrix_writes_in_transactions_and_checks_everything_first(tmp_path, monkeypatch, store_url):
-    monkeypatch.setattr("latentsearch.ingest.api.VECTOR_CHUNK", 100)
+    monkeypatch.setattr("latentsearch.ingest.writer.VECTOR_CHUNK", 100)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((450, 16), dtype=np.float32)
     col = latentsearch.create(tmp_path / "col", encoder=None, dim=16, index="Flat", metric="l2",

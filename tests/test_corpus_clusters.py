@@ -163,6 +163,6 @@ def test_map_without_clustering(tmp_path: Path):
     with Collection.create(tmp_path / "c", encoder=None, dim=DIM, index="Flat") as col:
         x = blobs()[0]
         col.add(x)
-        result = render_map(col, tmp_path / "m.png", query=x[0])
+        result = render_map(col.searcher, tmp_path / "m.png", query=x[0])
         assert not result.stored_clustering and result.projection == "pca"
         assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"

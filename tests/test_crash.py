@@ -128,7 +128,7 @@ def test_an_index_error_in_the_background_loses_nothing(tmp_path, monkeypatch):
         return real_add(self, ids, vectors)
 
     monkeypatch.setattr(FaissIndex, "add", failing_add)
-    monkeypatch.setattr("latentsearch.ingest.api.VECTOR_CHUNK", 1024)
+    monkeypatch.setattr("latentsearch.ingest.writer.VECTOR_CHUNK", 1024)
     x = rng.standard_normal((3000, 8), dtype=np.float32)
     with pytest.raises(MemoryError, match="simulated"):
         col.add(x)  # transactions of 1,024: the second one's index add fails

@@ -89,8 +89,7 @@ def test_filtered_recall_and_k_results(col, data, share, forced, monkeypatch):
         monkeypatch.setattr(filtered, "EXACT_LIMIT", 0)
     where, pick = SELECTIVITY[share]
     mask = pick(data["bucket"])
-    hits = col.search_batch(list(data["q"]), K, where=where)
-    stats = col.last_filter_stats
+    hits, stats = col.search_batch_with_stats(list(data["q"]), K, where=where)
     assert stats.matches == int(mask.sum())
     assert all(len(row) == K for row in hits)
     allowed = set(col.ids[mask].tolist())
@@ -119,8 +118,7 @@ def test_short_rows_go_deeper_then_exact(base, data, monkeypatch, request):
     where, pick = SELECTIVITY["0.1%"]
     matches = set(base.ids[pick(data["bucket"])].tolist())
     assert len(matches) == 20
-    hits = base.search_batch(list(data["q"][:10]), 20, where=where)
-    stats = base.last_filter_stats
+    hits, stats = base.search_batch_with_stats(list(data["q"][:10]), 20, where=where)
     assert stats.strategy == "index" and stats.rounds == filtered.DEEPER_ROUNDS and stats.exact_rows > 0
     assert all({h.id for h in row} == matches for row in hits)
     assert all(row[i].score >= row[i + 1].score for row in hits for i in range(19))
@@ -131,13 +129,13 @@ def test_fewer_matches_than_k(col, data, forced, monkeypatch):
     if forced:
         monkeypatch.setattr(filtered, "EXACT_LIMIT", 0)
     three = [int(i) for i in col.ids[[5, 500, 5000]]]
-    hits = col.search_batch(list(data["q"][:3]), K, where={"id": {"$in": three}})
+    hits, stats = col.search_batch_with_stats(list(data["q"][:3]), K, where={"id": {"$in": three}})
     assert [sorted(h.id for h in row) for row in hits] == [sorted(three)] * 3
-    assert col.last_filter_stats.matches == 3
-    assert col.search(data["q"][0], K, where={"bucket": {"$gt": 5000}}) == []
-    assert col.last_filter_stats.matches == 0 and col.last_filter_stats.strategy == "none"
-    col.search(data["q"][0], K)
-    assert col.last_filter_stats is None
+    assert stats.matches == 3
+    (none,), stats = col.search_batch_with_stats([data["q"][0]], K, where={"bucket": {"$gt": 5000}})
+    assert none == []
+    assert stats.matches == 0 and stats.strategy == "none"
+    assert col.search_batch_with_stats([data["q"][0]], K)[1] is None
 
 
 def test_query_by_id_with_a_filter_leaves_the_item_out(col, data):
@@ -153,11 +151,11 @@ def test_exact_and_index_strategies_agree(tmp_path, data, metric, monkeypatch):
     col = Collection.create(tmp_path / metric, encoder=None, dim=DIM, index="Flat", metric=metric)
     col.add(data["x"][:3000], metadata=[{"bucket": int(b)} for b in data["bucket"][:3000]])
     where = {"bucket": {"$lt": 300}}
-    exact = col.search_batch(list(data["q"][:5]), K, where=where)
-    assert col.last_filter_stats.strategy == "exact"
+    exact, stats = col.search_batch_with_stats(list(data["q"][:5]), K, where=where)
+    assert stats.strategy == "exact"
     monkeypatch.setattr(filtered, "EXACT_LIMIT", 0)
-    indexed = col.search_batch(list(data["q"][:5]), K, where=where)
-    assert col.last_filter_stats.strategy == "index"
+    indexed, stats = col.search_batch_with_stats(list(data["q"][:5]), K, where=where)
+    assert stats.strategy == "index"
     assert [[h.id for h in row] for row in exact] == [[h.id for h in row] for row in indexed]
     scores = np.array([[h.score for h in row] for row in exact]), np.array([[h.score for h in row] for row in indexed])
     np.testing.assert_allclose(*scores, rtol=1e-4, atol=1e-4)
@@ -184,9 +182,9 @@ def test_collection_search_with_where(store_url, hashing_collection):
     texts = ["rockets reach orbit", "a comet near the sun", "tides and the moon", "oil paint on canvas", "a sonnet"]
     topics = ["space", "space", "sea", "art", None]
     col.add(texts, metadata=[{"topic": t, "n": i} if t else {"n": i} for i, t in enumerate(topics)], keys=list("abcde"))
-    hits = col.search("the moon and the sun", k=5, where={"topic": "space"})
+    (hits,), stats = col.search_batch_with_stats(["the moon and the sun"], k=5, where={"topic": "space"})
     assert {h.key for h in hits} == {"a", "b"}
-    assert col.last_filter_stats.matches == 2
+    assert stats.matches == 2
     batch = col.search_batch(["orbit", "canvas"], k=3, where={"$or": [{"topic": "art"}, {"n": {"$gte": 4}}]})
     assert [{h.key for h in row} for row in batch] == [{"d", "e"}, {"d", "e"}]
     assert col.search("orbit", k=3, where={"topic": "nothing"}) == []

@@ -156,9 +156,11 @@ def test_hybrid_scores_are_fused_ranks(store_url, hashing_collection):
 def test_where_applies_to_lexical_and_hybrid(store_url, hashing_collection):
     col = _col(hashing_collection, store_url)
     assert set(keys(col.search("running marathon", k=5, mode="lexical"))) == {"run1", "run2"}
-    hits = col.search("running marathon", k=5, mode="lexical", where={"topic": "sport", "key": {"$ne": "run2"}})
+    (hits,), stats = col.search_batch_with_stats(
+        ["running marathon"], k=5, mode="lexical", where={"topic": "sport", "key": {"$ne": "run2"}}
+    )
     assert keys(hits) == ["run1"]
-    assert col.last_filter_stats is not None and col.last_filter_stats.matches == 1
+    assert stats is not None and stats.matches == 1
     hybrid = col.search("garlic universe", k=5, mode="hybrid", where={"topic": {"$in": ["space", "air"]}})
     assert set(keys(hybrid)) == {"uni2", "zep"} and keys(hybrid)[0] == "uni2"
     assert col.search("garlic", mode="lexical", where={"topic": "space"}) == []

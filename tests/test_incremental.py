@@ -40,7 +40,7 @@ def folder(tmp_path: Path) -> Path:
 
 def open_counting(path: Path):
     col = latentsearch.open(path)
-    col._encoder = CountingEncoder(latentsearch.open(path).encoder)
+    col.encoder_slot.use(CountingEncoder(latentsearch.open(path).encoder))
     return col
 
 

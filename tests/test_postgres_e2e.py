@@ -119,9 +119,9 @@ def test_one_writer_per_postgres_collection(
     tmp_path: Path, pg_url: str, hashing_collection: Callable[..., Collection]
 ) -> None:
     first = hashing_collection("first", store=pg_url)
-    first.add(["written by the first writer"])  # holds the writer lock until closed
-    shutil.copytree(first.path, tmp_path / "copy")  # the same manifest: the same schema
-    with latentsearch.open(tmp_path / "copy") as second:
+    first.add(["written by the first writer"])
+    shutil.copytree(first.path, tmp_path / "copy")  # the same manifest: the same schema, another lock file
+    with latentsearch.open(tmp_path / "copy") as second, first.writing():  # first holds the lock now
         second.lock_timeout = 0.2
         with pytest.raises(CollectionLockedError):
             second.add(["written by a second writer at the same time"])

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,9 @@ class FaissIndex:
             self.index = self._wrap(self._target)
         self.dead = 0
         self._gpu: Any = None
+        # A GPU index holds one set of streams and scratch memory: one search at a time, and
+        # one thread making the copy (CPU indexes are searched by any number of threads).
+        self._gpu_lock = threading.Lock()
 
     # -- construction -------------------------------------------------------------------------
 
@@ -255,13 +259,15 @@ class FaissIndex:
             raise DimensionMismatchError(self.dim, vectors.shape[1])
         return vectors
 
-    def _params(self, selector: Any) -> tuple[Any, list[Any]]:
+    def _params(self, selector: Any, options: dict[str, int] | None = None) -> tuple[Any, list[Any]]:
         """Search parameters for this index type, and the objects they point to.
 
         FAISS parameters hold raw pointers to selectors: the caller keeps the list alive
-        until the search returns.
+        until the search returns. ``options`` replace :attr:`search_options` for this call.
         """
         import faiss
+
+        options = self.search_options if options is None else options
 
         keep = [selector]
         inner = self.index.index if isinstance(self.index, faiss.IndexIDMap2) else self.index
@@ -273,19 +279,26 @@ class FaissIndex:
             selector = alive if selector is None else faiss.IDSelectorAnd(selector, alive)
             keep.append(selector)
         if isinstance(inner, faiss.IndexHNSW):
-            ef = self.search_options.get("efSearch", DEFAULT_EF_SEARCH)
+            ef = options.get("efSearch", DEFAULT_EF_SEARCH)
             return faiss.SearchParametersHNSW(sel=selector, efSearch=ef), keep
         ivf = _ivf(self.index) if self.trained else None
         if ivf is not None:
-            return faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe(ivf.nlist)), keep
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe(ivf.nlist, options)), keep
         return (faiss.SearchParameters(sel=selector) if selector is not None else None), keep
 
-    def nprobe(self, nlist: int) -> int:
+    def nprobe(self, nlist: int, options: dict[str, int] | None = None) -> int:
         """Lists visited per query: the spec's ``nprobe``, else about nlist/8 (at least 8)."""
-        return min(nlist, self.search_options.get("nprobe", max(8, nlist // 8)))
+        options = self.search_options if options is None else options
+        return min(nlist, options.get("nprobe", max(8, nlist // 8)))
 
-    def search(self, xq: np.ndarray, k: int, selector: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(D, I)`` of shape ``(nq, k)``, closest first, ``I == -1`` where fewer exist."""
+    def search(
+        self, xq: np.ndarray, k: int, selector: Any = None, options: dict[str, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(D, I)`` of shape ``(nq, k)``, closest first, ``I == -1`` where fewer exist;
+        ``options`` (``efSearch``, ``nprobe``) replace the index's own for this call.
+
+        Safe from many threads at once while nothing changes the index (:class:`IndexSync`
+        holds its read lock around searches and its write lock around changes)."""
         xq = self._check(xq)
         if k <= 0:
             raise InvalidInputError(f"k must be positive, got {k}")
@@ -295,11 +308,12 @@ class FaissIndex:
                 np.full((len(xq), k), -1, dtype=np.int64),
             )
         if selector is None and not self.dead and faiss_gpu_count():
-            gpu = self._gpu_index()
-            if gpu is not None:
-                params, _ = self._params(None)
-                return gpu.search(xq, k, params=params) if params is not None else gpu.search(xq, k)
-        params, keep = self._params(selector)
+            with self._gpu_lock:
+                gpu = self._gpu_index()
+                if gpu is not None:
+                    params, _ = self._params(None, options)
+                    return gpu.search(xq, k, params=params) if params is not None else gpu.search(xq, k)
+        params, keep = self._params(selector, options)
         D, I = self.index.search(xq, k, params=params) if params is not None else self.index.search(xq, k)
         del keep
         return D, I

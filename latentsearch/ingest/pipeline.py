@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -27,12 +27,14 @@ from ..stores.sql import NewItem
 from ..types import IMAGE, TEXT, VECTOR, IndexReport, Skipped
 from ..vectors import as_matrix, prepare
 from .chunking import ChunkConfig, TokenCounter, counter_for, split_passages
-from .index_feed import IndexFeed
 from .keyset import KeySet
 from .records import Record
 
 if TYPE_CHECKING:
-    from ..collection import Collection
+    from ..config import CollectionConfig
+    from ..encoders.lazy import LazyEncoder
+    from ..indexes.sync import IndexSync
+    from ..stores.sql import SqlStore
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -103,6 +105,9 @@ class Stages:
     write: float = 0.0  # the store's transactions
     index: float = 0.0  # adding to the index, overlapping the next transaction (until the run ends)
 
+    def add_index_time(self, seconds: float) -> None:
+        self.index += seconds
+
 
 @dataclass
 class Prepared:
@@ -157,32 +162,44 @@ class Splitter:
         ]
 
 
+class Parts(Protocol):
+    """What the write path works with (a :class:`~latentsearch.ingest.writer.Writer`)."""
+
+    config: CollectionConfig
+    store: SqlStore
+    encoder: LazyEncoder
+    sync: IndexSync
+
+
 def run_ingest(
-    col: Collection,
+    parts: Parts,
     records: Iterable[Record | Skipped],
     batch_size: int,
     on_conflict: str,
     progress: Progress | None,
     chunking: ChunkConfig | None = None,
 ) -> IndexReport:
+    """Read, encode and write ``records`` batch by batch: each encoded batch is committed in
+    its own transaction and reported to ``progress`` (with the number of inputs it covered)
+    as soon as it is, so an interrupted run keeps every finished batch."""
     report, stages, started = IndexReport(), Stages(), time.perf_counter()
-    splitter = Splitter.for_encoder(col.encoder, chunking) if chunking is not None else None
-    chunks = chunked(_first_of_each_key(records), budget=16 * batch_size)
+    splitter = Splitter.for_encoder(parts.encoder.get(), chunking) if chunking is not None else None
+    chunks = chunked(_first_of_each_key(records), budget=batch_size)
     pending: Future[Any] | None = None
-    feed = col._index_feed()
     with ThreadPoolExecutor(1, thread_name_prefix="latentsearch-writer") as writer:
-        for prep in prefetch(_prepare(col, chunk, on_conflict, stages, splitter) for chunk in chunks):
+        for prep in prefetch(_prepare(parts, chunk, on_conflict, stages, splitter) for chunk in chunks):
             report.unchanged += prep.unchanged
             report.skipped += prep.skipped
             report.warnings += prep.warnings
             t0 = time.perf_counter()
-            vectors = encode_records(lambda: col.encoder, [r for r, _ in prep.encode], col.config.dim, batch_size)
+            vectors = encode_records(parts.encoder.get, [r for r, _ in prep.encode], parts.config.dim, batch_size)
             stages.encode += time.perf_counter() - t0
             if pending is not None:
                 _merge(report, pending.result())
-            pending = writer.submit(_write, col, prep, vectors, stages, progress, feed)
+            pending = writer.submit(_write, parts, prep, vectors, stages, progress)
         if pending is not None:
             _merge(report, pending.result())
+        parts.sync.wait()
     report.seconds = time.perf_counter() - started
     report.stages = {"read": stages.read, "encode": stages.encode, "write": stages.write, "index": stages.index}
     return report
@@ -200,13 +217,13 @@ def _first_of_each_key(records: Iterable[Record | Skipped]) -> Iterator[Record |
 
 
 def _prepare(
-    col: Collection, chunk: list[Record | Skipped], on_conflict: str, stages: Stages, splitter: Splitter | None
+    parts: Parts, chunk: list[Record | Skipped], on_conflict: str, stages: Stages, splitter: Splitter | None
 ) -> Prepared:
     t0 = time.perf_counter()
     prep = Prepared(size=len(chunk))
     records = [r for r in chunk if isinstance(r, Record)]
     prep.skipped = [r for r in chunk if isinstance(r, Skipped)]
-    store = col.store
+    store = parts.store
     # Files whose size and mtime match the store are unchanged: not even read.
     states = store.file_states([_doc(r) for r in records if r.stat is not None and _doc(r)])
     fresh: list[Record] = []
@@ -217,7 +234,7 @@ def _prepare(
             fresh.append(r)
     files = [r for r in fresh if r.text_path is not None or r.image_path is not None]
     images = [r for r in fresh if r.modality == IMAGE]
-    preprocess = getattr(col.encoder, "preprocess_image", None) if images else None
+    preprocess = getattr(parts.encoder.get(), "preprocess_image", None) if images else None
     with ThreadPoolExecutor(READ_THREADS) as pool:
         read = {id(r): out for r, out in zip(files, pool.map(lambda r: _load(r, preprocess), files))}
     loaded: list[tuple[Record, str | None]] = []
@@ -284,12 +301,11 @@ def _load(record: Record, preprocess: Callable[[Any], Any] | None = None) -> tup
         return record, "", f"unreadable {what}: {exc}"
 
 
-def _write(
-    col: Collection, prep: Prepared, vectors: np.ndarray, stages: Stages, progress: Progress | None, feed: IndexFeed
-) -> dict[str, Any]:
+def _write(parts: Parts, prep: Prepared, vectors: np.ndarray, stages: Stages, progress: Progress | None) -> dict[str, Any]:
     t0 = time.perf_counter()
+    dim = parts.config.dim
     rows = [(r, d, v) for (r, d), v in zip(prep.encode, vectors)] + prep.reuse
-    normalised = prepare(np.stack([v for _, _, v in rows]), col.config.dim, col.config.metric) if rows else []
+    normalised = prepare(np.stack([v for _, _, v in rows]), dim, parts.config.metric) if rows else []
     inserts: list[tuple[Record, NewItem]] = []
     updates: dict[int, NewItem] = {}
     for (record, digest, _), vector in zip(rows, normalised):
@@ -310,20 +326,21 @@ def _write(
         else:
             inserts.append((record, item))
     new_ids: list[int] = []
-    if inserts or updates or prep.stale:
+    store, sync = parts.store, parts.sync
+    if updates or prep.stale:
         # One transaction: a changed document's new passages and the removal of its old ones.
-        new_ids = col.store.write([item for _, item in inserts], updates, deletes=prep.stale)
-        written = [item.vector for _, item in inserts] + [item.vector for item in updates.values()]
+        # Searches wait for it and for the index: none sees new text beside an old vector.
+        with sync.writing():
+            new_ids = store.write([item for _, item in inserts], updates, deletes=prep.stale)
+            t1 = time.perf_counter()
+            sync.apply(*_index_rows(new_ids, inserts, updates, prep.stale, dim), store.written_seq)
+            stages.index += time.perf_counter() - t1
+    elif inserts:
+        new_ids = store.write([item for _, item in inserts])
         t1 = time.perf_counter()
-        feed.submit(
-            np.array(new_ids + list(updates), dtype=np.int64),
-            np.stack(written) if written else np.zeros((0, col.config.dim), np.float32),
-            np.array(list(updates) + prep.stale, dtype=np.int64),
-            col.store.written_seq,
-            stages,
-        )
+        sync.submit(*_index_rows(new_ids, inserts, {}, [], dim), store.written_seq, timer=stages.add_index_time)
         t0 += time.perf_counter() - t1  # waiting for the index is not the store's time
-    col.store.set_file_states(prep.stats)
+    store.set_file_states(prep.stats)
     assigned = {id(r): i for (r, _), i in zip(inserts, new_ids)}
     assigned.update({id(r): prep.existing[r.key] for r, _, _ in rows if r.key in prep.existing})
     ids = [s if isinstance(s, int) else assigned[id(s)] for s in prep.slots if s is not None]
@@ -331,6 +348,18 @@ def _write(
     if progress:
         progress(prep.size)
     return {"added": len(new_ids), "updated": len(updates), "ids": ids}
+
+
+def _index_rows(
+    new_ids: list[int], inserts: list[tuple[Record, NewItem]], updates: dict[int, NewItem], stale: list[int], dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, vectors, replaced)`` for the index after a write of these rows."""
+    written = [item.vector for _, item in inserts] + [item.vector for item in updates.values()]
+    return (
+        np.array(new_ids + list(updates), dtype=np.int64),
+        np.stack(written) if written else np.zeros((0, dim), np.float32),
+        np.array(list(updates) + stale, dtype=np.int64),
+    )
 
 
 def _merge(report: IndexReport, written: dict[str, Any]) -> None:

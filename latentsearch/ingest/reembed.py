@@ -15,10 +15,19 @@ from .pipeline import Progress, encode_records
 from .records import Record
 
 if TYPE_CHECKING:
-    from ..collection import Collection
+    from ..config import CollectionConfig
+    from ..indexes.sync import IndexSync
+    from ..stores.sql import SqlStore
 
 
-def reembed(col: Collection, encoder: Encoder, batch_size: int, progress: Progress | None) -> IndexReport:
+def reembed(
+    store: SqlStore,
+    sync: IndexSync,
+    encoder: Encoder,
+    config: CollectionConfig,
+    batch_size: int,
+    progress: Progress | None,
+) -> IndexReport:
     """Encode every stored item again, batch by batch, each batch one transaction.
 
     Texts come from the store, images from their files; an image whose file is gone or no longer
@@ -26,7 +35,7 @@ def reembed(col: Collection, encoder: Encoder, batch_size: int, progress: Progre
     fingerprint only after this returns, so an interrupted run is simply run again.
     """
     report, started = IndexReport(), time.perf_counter()
-    for items in col.store.iter_items(batch_size * 4):
+    for items in store.iter_items(batch_size * 4):
         records: list[tuple[int, Record]] = []
         for item in items:
             if item.modality == "text" and item.text is not None:
@@ -42,12 +51,13 @@ def reembed(col: Collection, encoder: Encoder, batch_size: int, progress: Progre
                 readable.append((item_id, record))
             except Exception as exc:  # Pillow raises many types for one bad file
                 report.skipped.append(Skipped(str(record.image_path), f"unreadable: {exc}"))
-        raw = encode_records(lambda: encoder, [r for _, r in readable], col.config.dim, batch_size)
-        vectors = prepare(raw, col.config.dim, col.config.metric)
+        raw = encode_records(lambda: encoder, [r for _, r in readable], config.dim, batch_size)
+        vectors = prepare(raw, config.dim, config.metric)
         updated = {item_id: v for (item_id, _), v in zip(readable, vectors)}
-        col.store.replace_vectors(updated)
         ids = np.array(list(updated), dtype=np.int64)
-        col._applied_own_write(ids, vectors, replaced=ids, seq=col.store.written_seq)
+        with sync.writing():
+            store.replace_vectors(updated)
+            sync.apply(ids, vectors, ids, store.written_seq)
         report.updated += len(updated)
         if progress:
             progress(len(items))

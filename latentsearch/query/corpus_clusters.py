@@ -4,12 +4,11 @@
 item in batches, labels each cluster and stores centroids and assignments in one transaction,
 replacing any previous clustering.
 
-New items get a cluster lazily, not on arrival: ``add`` stays exactly as fast as before (and a
-collection that was never clustered pays nothing). Before anything reads assignments
-(:meth:`Collection.cluster_members`, a ``where={"cluster": ...}`` filter, the map, or an explicit
-:meth:`Collection.assign_new`), :func:`assign_new` looks up the store's change log after the
-seq the assignments were made at, and in one pass assigns the added and updated items to their
-nearest centroid and drops the rows of deleted ones.
+New items get their cluster from the write that adds them: at the end of every write operation
+(still holding the writer lock) :func:`assign_new` looks up the store's change log after the seq
+the assignments were made at, and in one pass assigns the added and updated items to their
+nearest centroid and drops the rows of deleted ones (one cheap query when the collection was
+never clustered). Reads never write: they see the assignments as the last write left them.
 """
 
 from __future__ import annotations
@@ -22,10 +21,12 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..types import Item
+from ..vectors import normalize
 from .clusters import common_metadata, distinctive_terms
 
 if TYPE_CHECKING:
-    from ..collection import Collection
+    from ..stores.sql import SqlStore
+    from .searcher import Searcher
 
 TRAIN_SAMPLE = 100_000  # k-means trains on at most this many vectors unless told otherwise
 ASSIGN_BATCH = 50_000
@@ -60,11 +61,7 @@ class CorpusCluster:
 
 
 def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = x / np.where(norms > 0, norms, 1.0)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return normalize(x) if metric == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
 
 
 def centroid_index(centroids: np.ndarray, metric: str) -> Any:
@@ -93,21 +90,20 @@ def train_kmeans(x: np.ndarray, n: int, metric: str, seed: int = 0) -> np.ndarra
     return np.asarray(km.centroids, dtype=np.float32).reshape(int(n), x.shape[1])
 
 
-def _all_ids(col: Collection) -> np.ndarray:
-    parts = [ids for ids, _ in col.store.iter_where(None)]
+def _all_ids(store: SqlStore) -> np.ndarray:
+    parts = [ids for ids, _ in store.iter_where(None)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def cluster_corpus(col: Collection, n: int, seed: int = 0, sample: int | None = None) -> list[CorpusCluster]:
+def cluster_corpus(store: SqlStore, metric: str, n: int, seed: int = 0, sample: int | None = None) -> list[CorpusCluster]:
     """Cluster every stored vector into ``n`` clusters, store them, and return their summary
     (largest first; cluster ids are 0..n-1 in that order)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InvalidInputError(f"the number of clusters must be a positive integer, got {n!r}")
     if sample is not None and (isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 1):
         raise InvalidInputError(f"sample must be a positive integer, got {sample!r}")
-    store, metric = col.store, col.config.metric
     seq = store.max_seq()  # later changes are assigned by assign_new
-    ids = _all_ids(col)
+    ids = _all_ids(store)
     if len(ids) < n:
         raise InvalidInputError(f"cannot make {n} clusters of {len(ids)} items; ask for at most {len(ids)}")
     cap = int(sample) if sample is not None else TRAIN_SAMPLE
@@ -179,11 +175,11 @@ def _snippet(item: Item, width: int = 40) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def assign_new(col: Collection) -> int:
+def assign_new(store: SqlStore, metric: str) -> int:
     """Assign items added or updated since the stored clustering to their nearest centroid and
     drop the rows of deleted ones, in one transaction; returns how many were (re)assigned.
-    Nothing happens (one cheap query) when there is no clustering or nothing changed."""
-    store = col.store
+    Nothing happens (one cheap query) when there is no clustering or nothing changed. A write:
+    call it holding the writer lock."""
     if not store.has_clusters():
         return 0
     seq = store.clusters_seq()
@@ -191,13 +187,13 @@ def assign_new(col: Collection) -> int:
     if not len(changed):
         return 0
     centroids = np.stack([c["centroid"] for c in store.load_clusters()])
-    index = centroid_index(centroids, col.config.metric)
+    index = centroid_index(centroids, metric)
     assigned: dict[int, int] = {}
     found_all: list[int] = []
     for start in range(0, len(changed), ASSIGN_BATCH):
         found, vectors = store.vectors(changed[start : start + ASSIGN_BATCH])
         if len(found):
-            _, I = index.search(_prepare(vectors, col.config.metric), 1)
+            _, I = index.search(_prepare(vectors, metric), 1)
             assigned.update(zip(found.tolist(), I[:, 0].tolist()))
             found_all += found.tolist()
     gone = sorted(set(changed.tolist()) - set(found_all))
@@ -205,33 +201,31 @@ def assign_new(col: Collection) -> int:
     return len(assigned)
 
 
-def stored_clusters(col: Collection) -> list[CorpusCluster]:
-    """The stored clustering's summary (after assigning new items), by id; [] if none."""
-    assign_new(col)
-    rows = col.store.load_clusters()
-    items = col.store.get([i for r in rows for i in r["representatives"]])
+def stored_clusters(store: SqlStore) -> list[CorpusCluster]:
+    """The stored clustering's summary, by id; [] if none."""
+    rows = store.load_clusters()
+    items = store.get([i for r in rows for i in r["representatives"]])
     return [
         CorpusCluster(r["id"], r["label"], r["size"], [items[i] for i in r["representatives"] if i in items])
         for r in rows
     ]
 
 
-def nearest_clusters(col: Collection, query: Any, k: int = 3) -> list[CorpusCluster]:
+def nearest_clusters(searcher: Searcher, query: Any, k: int = 3) -> list[CorpusCluster]:
     """The ``k`` clusters whose centroids are nearest ``query`` (anything search takes), nearest
     first, each with ``score``: cosine/ip similarity to the centroid, or squared L2 distance."""
-    from .search import QueryVectors
+    from .searcher import check_k
 
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-    rows = col.store.load_clusters()
+    k = check_k(k)
+    rows = searcher.store.load_clusters()
     if not rows:
         raise InvalidInputError("the collection has no clustering yet; run Collection.cluster(n) first")
-    qv = QueryVectors.build([query], col).vectors
-    metric = col.config.metric
+    qv = searcher.query_vectors([query]).vectors
+    metric = searcher.metric
     centroids = np.stack([r["centroid"] for r in rows])
     D, I = centroid_index(centroids, metric).search(_prepare(qv, metric), min(int(k), len(rows)))
     by_pos = {int(i): float(d) for d, i in zip(D[0], I[0]) if i >= 0}
-    summary = {c.id: c for c in stored_clusters(col)}
+    summary = {c.id: c for c in stored_clusters(searcher.store)}
     out = []
     for pos, score in by_pos.items():
         c = summary[rows[pos]["id"]]
@@ -248,21 +242,19 @@ def mentions_cluster(where: Any) -> bool:
     return False
 
 
-def members(col: Collection, cluster_id: int, limit: int | None = 100) -> list[Item]:
-    """Items of a stored cluster, in id order (new items assigned first)."""
+def members(store: SqlStore, cluster_id: int, limit: int | None = 100) -> list[Item]:
+    """Items of a stored cluster, in id order."""
     if isinstance(cluster_id, bool) or not isinstance(cluster_id, (int, np.integer)):
         raise InvalidInputError(f"cluster id must be an integer, got {cluster_id!r}")
-    if not col.store.has_clusters():
+    if not store.has_clusters():
         raise InvalidInputError("the collection has no clustering yet; run Collection.cluster(n) first")
-    assign_new(col)
-    ids = col.store.cluster_item_ids(int(cluster_id), limit)
-    found = col.store.get(ids)
+    ids = store.cluster_item_ids(int(cluster_id), limit)
+    found = store.get(ids)
     return [found[i] for i in ids if i in found]
 
 
-def cluster_of(col: Collection, ids: Sequence[int]) -> dict[int, int]:
-    """``item id -> cluster id`` (after assigning new items); {} without a clustering."""
-    if not col.store.has_clusters():
+def cluster_of(store: SqlStore, ids: Sequence[int]) -> dict[int, int]:
+    """``item id -> cluster id``; {} without a clustering."""
+    if not store.has_clusters():
         return {}
-    assign_new(col)
-    return col.store.assignments(ids)
+    return store.assignments(ids)

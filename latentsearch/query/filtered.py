@@ -10,7 +10,6 @@ searched again deeper, and what is still short is finished exactly. So a filtere
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -78,7 +77,7 @@ class FilteredSearcher:
         it visits the graph's non-matching nodes too, so exact search costs less there."""
         if not _is_hnsw(self.index):
             return True  # IVF probes at most all lists, each with the selector: a flat scan at worst
-        return deeper(self.index, self.selectivity, 1, k).search_options["efSearch"] <= EF_LIMIT
+        return deeper(self.index, self.selectivity, 1, k)["efSearch"] <= EF_LIMIT
 
     def _exact(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         batches = self.store.iter_where(self.where, vectors=True)
@@ -94,8 +93,8 @@ class FilteredSearcher:
         rounds = 0
         for boost in (4**r for r in range(DEEPER_ROUNDS)):
             rounds += 1
-            view = deeper(self.index, self.selectivity, boost, k)
-            d, i = view.search(xq[todo], k, self._selector)
+            options = deeper(self.index, self.selectivity, boost, k)
+            d, i = self.index.search(xq[todo], k, self._selector, options)
             D[todo], I[todo] = d, i
             todo = todo[(i >= 0).sum(axis=1) < want]
             if not len(todo):
@@ -106,9 +105,9 @@ class FilteredSearcher:
         return D, I
 
 
-def deeper(index: FaissIndex, selectivity: float, boost: int, k: int) -> FaissIndex:
-    """A view of ``index`` (same FAISS index, own search options) that searches deep enough for
-    ``k`` results among a ``selectivity`` share of its vectors, ``boost`` times deeper still.
+def deeper(index: FaissIndex, selectivity: float, boost: int, k: int) -> dict[str, int]:
+    """Search options for ``index`` deep enough to find ``k`` results among a ``selectivity``
+    share of its vectors, ``boost`` times deeper still.
 
     A filter independent of the vectors puts the k-th nearest match about as far away as the
     (k/selectivity)-th nearest vector: HNSW's candidate list and IVF's probed lists grow by
@@ -126,9 +125,7 @@ def deeper(index: FaissIndex, selectivity: float, boost: int, k: int) -> FaissIn
         nlist = 0
     if nlist:
         options["nprobe"] = int(min(math.ceil(index.nprobe(nlist) * scale), nlist))
-    view = copy.copy(index)
-    view.search_options = options
-    return view
+    return options
 
 
 def _is_hnsw(index: FaissIndex) -> bool:

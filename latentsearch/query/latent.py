@@ -17,12 +17,12 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..types import Hit
-from .search import QueryVectors
+from .searcher import check_k
 
 if TYPE_CHECKING:
-    from ..collection import Collection
+    from .searcher import Searcher
 
-Term = tuple[Any, float]  # (anything QueryVectors.build accepts, weight)
+Term = tuple[Any, float]  # (anything a search takes, weight)
 
 EXPRESSION_HELP = 'quoted texts and #ID item ids joined by + and -, with optional weights: \'"beach" + 0.5*#42 - "people"\''
 
@@ -137,16 +137,16 @@ def check_terms(terms: Any) -> list[Term]:
 
 
 def combination_search(
-    col: Collection, terms: Any, k: int = 10, where: Mapping[str, Any] | None = None
+    searcher: Searcher, terms: Any, k: int = 10, where: Mapping[str, Any] | None = None
 ) -> list[Hit]:
     """The ``k`` items nearest the weighted combination of ``terms``; items named as terms
     (by id) are left out of the results."""
-    _check_k(k)
+    check_k(k)
     pairs = check_terms(terms)
-    qv = QueryVectors.build([q for q, _ in pairs], col)
-    target = combine(qv.vectors, [w for _, w in pairs], col.config.metric)
+    qv = searcher.query_vectors([q for q, _ in pairs])
+    target = combine(qv.vectors, [w for _, w in pairs], searcher.metric)
     skip = {e for e in qv.exclude if e is not None}
-    hits = col.search(target, k=k + len(skip), where=where)
+    hits = searcher.search(target, k=k + len(skip), where=where)
     return [h for h in hits if h.id not in skip][:k]
 
 
@@ -180,13 +180,13 @@ def interpolation_points(a: np.ndarray, b: np.ndarray, steps: int, metric: str) 
     return ts, points.astype(np.float32)
 
 
-def interpolation_search(col: Collection, a: Any, b: Any, steps: int = 5, k: int = 1) -> list[tuple[float, list[Hit]]]:
+def interpolation_search(searcher: Searcher, a: Any, b: Any, steps: int = 5, k: int = 1) -> list[tuple[float, list[Hit]]]:
     """For each of ``steps`` points from ``a`` to ``b``, ``(t, the k nearest items)``. The
     endpoints themselves are not left out, so with item ids their own items come first."""
-    _check_k(k)
-    qv = QueryVectors.build([a, b], col)
-    ts, points = interpolation_points(qv.vectors[0], qv.vectors[1], steps, col.config.metric)
-    rows = col.search_batch(list(points), k=k)
+    check_k(k)
+    qv = searcher.query_vectors([a, b])
+    ts, points = interpolation_points(qv.vectors[0], qv.vectors[1], steps, searcher.metric)
+    rows = searcher.search_batch(list(points), k=k)
     return [(float(t), hits) for t, hits in zip(ts, rows)]
 
 
@@ -218,7 +218,7 @@ def mmr_order(query: np.ndarray, candidates: np.ndarray, k: int, lambda_: float)
 
 
 def mmr_search(
-    col: Collection,
+    searcher: Searcher,
     query: Any,
     k: int = 10,
     fetch_k: int = 50,
@@ -227,23 +227,18 @@ def mmr_search(
 ) -> list[Hit]:
     """``k`` of the ``fetch_k`` nearest items to ``query``, diversified by :func:`mmr_order`
     over their stored vectors (``lambda_=1``: plain relevance order; ``0``: most spread out)."""
-    _check_k(k)
-    _check_k(fetch_k, "fetch_k")
+    check_k(k)
+    check_k(fetch_k, "fetch_k")
     if isinstance(lambda_, bool) or not isinstance(lambda_, numbers.Real) or not 0.0 <= lambda_ <= 1.0:
         raise InvalidInputError(f"lambda must be a number between 0 and 1, got {lambda_!r}")
-    qv = QueryVectors.build([query], col)
+    qv = searcher.query_vectors([query])
     skip = qv.exclude[0]
-    hits = [h for h in col.search(qv.vectors[0], k=max(fetch_k, k) + qv.extra, where=where) if h.id != skip]
+    hits = [h for h in searcher.search(qv.vectors[0], k=max(fetch_k, k) + qv.extra, where=where) if h.id != skip]
     hits = hits[: max(fetch_k, k)]
-    found, vectors = col.store.vectors([h.id for h in hits])
+    found, vectors = searcher.vectors([h.id for h in hits])
     by_id = dict(zip(found.tolist(), vectors))
     hits = [h for h in hits if h.id in by_id]  # deleted since the index snapshot
     if not hits:
         return []
     order = mmr_order(qv.vectors[0], np.stack([by_id[h.id] for h in hits]), k, float(lambda_))
     return [hits[i] for i in order]
-
-
-def _check_k(k: Any, name: str = "k") -> None:
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k <= 0:
-        raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")

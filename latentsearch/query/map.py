@@ -13,7 +13,7 @@ from ..errors import InvalidInputError, LatentSearchError
 from .corpus_clusters import _prepare, centroid_index, cluster_of, train_kmeans
 
 if TYPE_CHECKING:
-    from ..collection import Collection
+    from .searcher import Searcher
 
 QUICK_CLUSTERS = 8  # clusters of the quick k-means when nothing is stored
 
@@ -55,7 +55,7 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def render_map(
-    col: Collection,
+    searcher: Searcher,
     out: str | Path,
     query: Any = None,
     sample: int = 5000,
@@ -70,21 +70,21 @@ def render_map(
         raise InvalidInputError(f"sample must be a positive integer, got {sample!r}")
     if use_umap and not umap_available():
         raise InvalidInputError("--umap needs the umap-learn package (pip install umap-learn)")
-    metric = col.config.metric
-    parts = [ids for ids, _ in col.store.iter_where(None)]
+    metric = searcher.metric
+    parts = [ids for ids, _ in searcher.store.iter_where(None)]
     ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
     if not len(ids):
         raise InvalidInputError("the collection is empty; there is nothing to map")
     if len(ids) > sample:
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=int(sample), replace=False))
-    ids, vectors = col.store.vectors(ids)
+    ids, vectors = searcher.store.vectors(ids)
     x = _prepare(vectors, metric)
 
-    assigned = cluster_of(col, ids.tolist())
+    assigned = cluster_of(searcher.store, ids.tolist())
     stored = bool(assigned)
     if stored:
         labels = np.array([assigned.get(int(i), -1) for i in ids], dtype=np.int64)
-        names = {c["id"]: c["label"] for c in col.store.load_clusters()}
+        names = {c["id"]: c["label"] for c in searcher.store.load_clusters()}
     else:
         n = max(1, min(QUICK_CLUSTERS, len(x)))
         centroids = train_kmeans(x, n, metric, seed) if n > 1 else x[:1]
@@ -94,9 +94,7 @@ def render_map(
 
     qpoint = None
     if query is not None:
-        from .search import QueryVectors
-
-        qvec = _prepare(QueryVectors.build([query], col).vectors, metric)
+        qvec = _prepare(searcher.query_vectors([query]).vectors, metric)
     if use_umap:
         import umap
 
@@ -128,7 +126,7 @@ def render_map(
         shown[j] = names.get(j, "")
     if qpoint is not None:
         ax.scatter([qpoint[0]], [qpoint[1]], marker="*", s=300, color="black", edgecolors="yellow", label="query", zorder=5)
-    ax.set_title(f"{col.path.name}: {len(ids)} items ({'UMAP' if use_umap else 'PCA'})")
+    ax.set_title(f"{searcher.path.name}: {len(ids)} items ({'UMAP' if use_umap else 'PCA'})")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(loc="best", fontsize="small", markerscale=2)

@@ -6,19 +6,25 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from ..ingest.records import open_image
 from ..ingest.sources import IMAGE_SUFFIXES
-from ..types import Hit
+from ..types import Hit, Item
 from ..vectors import as_matrix, prepare
 
 if TYPE_CHECKING:
-    from ..collection import Collection
+    from ..encoders.lazy import LazyEncoder
     from ..stores.sql import SqlStore
+
+
+class ItemSource(Protocol):
+    """Where hits get their items: the store, or a cache in front of it."""
+
+    def get(self, ids: Sequence[int]) -> dict[int, Item]: ...
 
 
 @dataclass
@@ -34,11 +40,14 @@ class QueryVectors:
         return int(any(e is not None for e in self.exclude))
 
     @classmethod
-    def build(cls, queries: Sequence[Any], collection: Collection) -> QueryVectors:
-        config = collection.config
+    def build(
+        cls, queries: Sequence[Any], encoder: LazyEncoder, store: SqlStore, dim: int, metric: str
+    ) -> QueryVectors:
+        """Each query as a vector (texts and images encoded together, item ids read from the
+        store), prepared for the ``metric``; ``exclude`` notes the items queried by id."""
         if isinstance(queries, (str, bytes)):
             raise InvalidInputError("search_batch() takes a list of queries, not a single one")
-        rows = np.zeros((len(queries), config.dim), dtype=np.float32)
+        rows = np.zeros((len(queries), dim), dtype=np.float32)
         exclude: list[int | None] = [None] * len(queries)
         texts: dict[int, str] = {}
         images: dict[int, Any] = {}
@@ -51,7 +60,7 @@ class QueryVectors:
             elif isinstance(q, numbers.Integral) and not isinstance(q, bool):
                 by_id[i] = int(q)
             elif isinstance(q, (np.ndarray, list, tuple)):
-                rows[i] = as_matrix(q, config.dim, "query vector")[0]
+                rows[i] = as_matrix(q, dim, "query vector")[0]
             elif hasattr(q, "convert") and hasattr(q, "size"):
                 images[i] = q
             else:
@@ -59,21 +68,21 @@ class QueryVectors:
                     f"cannot search by a {type(q).__name__}; use text, a PIL image, an image Path, "
                     "a vector or an item id"
                 )
-        encoder = collection.encoder if texts or images else None
-        if (texts or images) and encoder is None:
+        if (texts or images) and not encoder.present:
             raise InvalidInputError("this collection has no encoder; search it with vectors or item ids")
+        model = encoder.get() if texts or images else None
         if texts:
-            rows[list(texts)] = encoder.encode_text(list(texts.values()))  # type: ignore[union-attr]
+            rows[list(texts)] = model.encode_text(list(texts.values()))  # type: ignore[union-attr]
         if images:
-            rows[list(images)] = encoder.encode_image(list(images.values()))  # type: ignore[union-attr]
+            rows[list(images)] = model.encode_image(list(images.values()))  # type: ignore[union-attr]
         if by_id:
-            found, vectors = collection.store.vectors(list(by_id.values()))
+            found, vectors = store.vectors(list(by_id.values()))
             known = dict(zip(found.tolist(), vectors))
             for i, item_id in by_id.items():
                 if item_id not in known:
                     raise InvalidInputError(f"no item with id {item_id} in this collection")
                 rows[i], exclude[i] = known[item_id], item_id
-        return cls(prepare(rows, config.dim, config.metric, "query vector"), exclude)
+        return cls(prepare(rows, dim, metric, "query vector"), exclude)
 
 
 def _image_query(path: Path) -> Any:
@@ -86,7 +95,7 @@ def _image_query(path: Path) -> Any:
 
 
 def to_hits(
-    D: np.ndarray, I: np.ndarray, exclude: list[int | None], k: int, store: SqlStore
+    D: np.ndarray, I: np.ndarray, exclude: list[int | None], k: int, store: ItemSource
 ) -> list[list[Hit]]:
     """Hits for each row of FAISS's ``(D, I)``: -1 padding and the query item itself left out,
     at most ``k`` per row; see :func:`hits_from_ranked`."""
@@ -97,7 +106,7 @@ def to_hits(
     return [hits[:k] for hits in hits_from_ranked(rows, store)]
 
 
-def hits_from_ranked(rows: Sequence[Sequence[tuple[int, float]]], store: SqlStore) -> list[list[Hit]]:
+def hits_from_ranked(rows: Sequence[Sequence[tuple[int, float]]], store: ItemSource) -> list[list[Hit]]:
     """Hits for lists of ``(id, score)``, the items of the whole batch fetched in one query;
     ids deleted since the index snapshot are skipped."""
     items = store.get(list({i for row in rows for i, _ in row}))

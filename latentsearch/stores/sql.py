@@ -124,6 +124,7 @@ class SqlStore(ReadMethods, FullTextMixin, ClusterTablesMixin):
                 if self.schema:
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
                 Base.metadata.create_all(conn)
+                ClusterBase.metadata.create_all(conn)  # so that reading clusters never creates tables
                 self._create_fulltext(conn)
             with Session(self.engine) as session, session.begin():
                 for name, value in info.items():

@@ -1,0 +1,287 @@
+"""IndexSync: the one owner of a collection's FAISS index, its watermark and its snapshot.
+
+The index is derived from the store (invariant 1): it holds every item's vector up to a change
+sequence number, the *watermark*. Everything that changes the index happens here, under one
+readers–writer lock, so any number of threads may search while writes are applied one at a time
+and never half-way through a search:
+
+- :meth:`load` reads the snapshot (``index.faiss`` + ``index.json``) or rebuilds from the store;
+- :meth:`catch_up` applies the store's changes after the watermark (other processes' writes, or
+  what a crash left unapplied);
+- :meth:`apply` puts one committed write of this process into the index, and :meth:`submit` does
+  the same in a background thread so the next transaction overlaps it;
+- :meth:`save` writes the snapshot atomically; :meth:`rebuild` builds a fresh index.
+
+Properties are cheap. What may read the store, wait, hash a file or rebuild is a named call; the
+searching side reaches the index through :meth:`reading`, which loads it the first time (logged)
+and checks the store for other processes' writes as often as ``consistency_interval`` says.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import fasteners
+import numpy as np
+
+from .faiss_index import FaissIndex
+from .selection import IndexSpec, choose_auto
+
+if TYPE_CHECKING:
+    from ..stores.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+INDEX_META = "index.json"
+ChangeListener = Callable[["np.ndarray | None"], None]  # None: any item may have changed
+
+
+class IndexSync:
+    """The index of one collection, kept in step with its store.
+
+    ``consistency_interval``: seconds between checks of the store for writes made by other
+    processes before a search (``0``: before every search; ``None``: never after the first load;
+    a process always sees its own writes at once).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        store: SqlStore,
+        dim: int,
+        metric: str,
+        spec: str,
+        consistency_interval: float | None = 0.0,
+    ):
+        self.folder, self.store, self.dim, self.metric = folder, store, dim, metric
+        self.spec = spec
+        self.consistency_interval = consistency_interval
+        self._index: FaissIndex | None = None
+        self._watermark = 0
+        self._saved_watermark = -1
+        self._checked_at = -math.inf
+        self._rw = fasteners.ReaderWriterLock()
+        self._load_lock = threading.Lock()
+        self._feed: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+        self._submitted = 0  # the newest change handed to the index thread
+        self._listeners: list[ChangeListener] = []
+
+    # -- cheap state ---------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._index is not None
+
+    @property
+    def watermark(self) -> int:
+        """The last change sequence number the in-memory index holds."""
+        return self._watermark
+
+    @property
+    def unsaved(self) -> int:
+        """Changes the index holds that its snapshot does not (all of them before a first save)."""
+        return self._watermark - max(self._saved_watermark, 0) if self._index is not None else 0
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener(ids)`` with the ids of updated and deleted items whenever the index
+        applies them, under the write lock (e.g. to drop them from a cache of items)."""
+        self._listeners.append(listener)
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def load(self) -> FaissIndex:
+        """The index, read from its snapshot or rebuilt from the store when there is none
+        usable (logged), then brought up to the store's state."""
+        with self._load_lock:
+            if self._index is None:
+                search = IndexSpec.parse(self.spec).search
+                loaded = FaissIndex.load(
+                    self.folder / INDEX_FILE, self.folder / INDEX_META, self.dim, self.metric, search
+                )
+                if loaded is None or loaded[1].spec != self.spec or loaded[1].watermark > self.store.max_seq():
+                    log.info("building the index of %s from the store (no usable snapshot)", self.folder)
+                    self._install(*self._build(self.spec))
+                else:
+                    index, snap = loaded
+                    with self._rw.write_lock():
+                        self._index, self._watermark = index, snap.watermark
+                        self._saved_watermark = snap.watermark
+        self.catch_up()
+        return self._index  # type: ignore[return-value]
+
+    def _build(self, spec: str) -> tuple[FaissIndex, int]:
+        """A fresh index of every vector in the store and the change it is complete up to
+        (vectors read after that point may be newer still: replaying their changes is harmless)."""
+        parsed = IndexSpec.parse(spec)
+        watermark = self.store.max_seq()
+        factory = choose_auto(self.store.count(), self.dim) if parsed.is_auto else parsed.factory
+        index = FaissIndex(factory, self.dim, self.metric, parsed.search)
+        for ids, vectors in self.store.iter_vectors():
+            index.add(ids, vectors)
+        return index, watermark
+
+    def _install(self, index: FaissIndex, watermark: int) -> None:
+        with self._rw.write_lock():
+            self._index, self._watermark, self._saved_watermark = index, watermark, -1
+            self._notify(None)
+
+    def rebuild(self, spec: str | None = None) -> FaissIndex:
+        """Build the index afresh from the stored vectors (``spec``: a new index spec), never
+        re-encoding; searches go on with the old index until the new one takes over."""
+        self.wait()
+        spec = spec or self.spec
+        index, watermark = self._build(spec)
+        self.spec = spec
+        self._install(index, watermark)
+        self.catch_up()
+        return index
+
+    def outgrown(self) -> str | None:
+        """For ``auto``: the factory the collection's size now calls for, when it is not the
+        one in use (:meth:`rebuild` switches); None otherwise."""
+        if self._index is None or not IndexSpec.parse(self.spec).is_auto:
+            return None
+        wanted = choose_auto(self._index.ntotal, self.dim)
+        return wanted if wanted != self._index.factory else None
+
+    # -- keeping up with the store -------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Apply the store's changes after the watermark; returns how many items they touched."""
+        self.wait()  # this process's own writes first: the change log holds them too
+        if self._index is None:
+            self.load()
+            return 0
+        with self._rw.write_lock():
+            ids, newest = self.store.changed_since(self._watermark)
+            if len(ids):
+                self._index.remove(ids)
+                found, vectors = self.store.vectors(ids)
+                self._index.add(found, vectors)
+                self._notify(ids)
+            self._watermark = max(self._watermark, newest)
+            self._checked_at = time.monotonic()
+        return len(ids)
+
+    def refresh(self) -> None:
+        """What a search does first: load the index if needed, and catch up with other
+        processes' writes when ``consistency_interval`` has passed since the last check."""
+        if self._index is None:
+            self.load()
+            return
+        interval = self.consistency_interval
+        if interval is None or time.monotonic() - self._checked_at < interval:
+            return
+        if self.store.max_seq() > max(self._watermark, self._submitted):
+            self.catch_up()
+        else:
+            self._checked_at = time.monotonic()
+
+    def apply(self, ids: np.ndarray, vectors: np.ndarray, replaced: np.ndarray, seq: int) -> None:
+        """Put a committed write (up to change ``seq``) into the index: the ``replaced`` ids
+        (updated or deleted items) leave it, ``ids`` with ``vectors`` enter it. A write the index
+        holds already (a catch-up read it from the store) is skipped."""
+        with self._rw.write_lock():
+            if self._index is None or seq <= self._watermark:
+                return
+            self._index.remove(replaced)
+            self._index.add(ids, vectors)
+            self._watermark = seq
+            if len(replaced):
+                self._notify(replaced)
+
+    @contextmanager
+    def writing(self) -> Iterator[FaissIndex]:
+        """The write lock, for a store transaction whose result must reach searches at once
+        (updates and deletes): no search runs between the commit and :meth:`apply`."""
+        self.wait()
+        index = self._index if self._index is not None else self.load()
+        with self._rw.write_lock():
+            yield index
+
+    def submit(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        replaced: np.ndarray,
+        seq: int,
+        timer: Callable[[float], None] | None = None,
+    ) -> Future[None]:
+        """:meth:`apply` in the index thread, in commit order; at most one write waits there
+        (bounded memory). Its error surfaces at the next :meth:`wait`; ``timer`` gets the
+        seconds it took."""
+        self.wait()
+        if self._feed is None:
+            self._feed = ThreadPoolExecutor(1, thread_name_prefix="latentsearch-index")
+        self._submitted = max(self._submitted, seq)
+
+        def run() -> None:
+            t0 = time.perf_counter()
+            self.apply(ids, vectors, replaced, seq)
+            if timer is not None:
+                timer(time.perf_counter() - t0)
+
+        self._pending = self._feed.submit(run)
+        return self._pending
+
+    def wait(self) -> None:
+        """Wait until the index thread has applied what was submitted. On its failure the
+        in-memory index is dropped (the next use reloads it from the snapshot and the change
+        log, which holds every committed write) and the error is raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except BaseException:
+                with self._rw.write_lock():
+                    self._index = None
+                raise
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[FaissIndex]:
+        """The index under the read lock: nothing changes it until the block ends."""
+        self.refresh()
+        with self._rw.read_lock():
+            index = self._index
+            if index is None:  # dropped by a failed write between refresh and here
+                raise RuntimeError("the index was dropped after a failed write; search again")
+            yield index
+
+    # -- snapshot ------------------------------------------------------------------------------
+
+    def save(self) -> bool:
+        """Write the snapshot when the index is ahead of it (atomically: temp file, fsync,
+        rename). Call it holding the collection's writer lock. Returns whether it wrote."""
+        self.wait()
+        if self._index is None or self._watermark == self._saved_watermark:
+            return False
+        with self._rw.read_lock():  # searches go on; changes wait
+            watermark = self._watermark
+            self._index.save(self.folder / INDEX_FILE, self.folder / INDEX_META, self.spec, watermark)
+        self._saved_watermark = watermark
+        return True
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._feed is not None:
+                self._feed.shutdown()
+                self._feed = None
+
+    def _notify(self, ids: np.ndarray | None) -> None:
+        """Tell the listeners which items changed (``None``: possibly all of them)."""
+        for listener in self._listeners:
+            listener(ids)

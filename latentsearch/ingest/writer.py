@@ -1,0 +1,356 @@
+"""Writer: every change to a collection goes through here, one operation at a time.
+
+Each write operation (``add``, ``upsert``, ``delete``, ``index_paths``, ``reembed``, ``reindex``,
+``cluster``) holds the collection's writer lock for its own length only: a thread mutex within
+the process, a lock file beside the manifest across processes and, on PostgreSQL, an advisory
+lock across machines. ``with writer.writing():`` holds it across several operations. On taking
+the lock the index first catches up with what other processes wrote; on releasing it the index
+snapshot is saved when enough changed since the last one (and always by ``close``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from ..config import CollectionConfig, write_manifest
+from ..encoders.lazy import LazyEncoder
+from ..errors import CollectionLockedError, InvalidInputError
+from ..indexes.faiss_index import FaissIndex
+from ..indexes.selection import IndexSpec
+from ..indexes.sync import IndexSync
+from ..stores.sql import SqlStore
+from ..types import IndexReport, Skipped
+from ..vectors import as_matrix, prepare
+from .chunking import ChunkConfig
+from .pipeline import Progress, run_ingest
+from .records import Record, checked_metadata, make_records, open_image
+from .sources import RecordFields, records_from_paths
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+VECTOR_CHUNK = 16_384  # rows per transaction when adding precomputed vectors
+NO_IDS = np.zeros(0, dtype=np.int64)
+SAVE_EVERY = 50_000  # unsaved changes (or a tenth of the index, if more) that make a write save the snapshot
+
+
+class Deleted(int):
+    """How many items a :meth:`Writer.delete` removed (an ``int``), and which of the ids and
+    keys it was given named no item."""
+
+    missing_ids: list[int]
+    missing_keys: list[str]
+
+    def __new__(cls, count: int, missing_ids: list[int], missing_keys: list[str]) -> Deleted:
+        self = super().__new__(cls, count)
+        self.missing_ids, self.missing_keys = missing_ids, missing_keys
+        return self
+
+
+@dataclass
+class WriteLock:
+    """The collection's writer lock: re-entrant within a thread, exclusive across threads,
+    processes and (PostgreSQL) machines."""
+
+    path: Path
+    store: SqlStore
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        self._mutex = threading.RLock()
+        # Not thread-local: the pipeline's writer thread writes under its caller's hold.
+        self._file = FileLock(str(self.path / LOCK_FILE), thread_local=False)
+        self._depth = 0
+
+    @property
+    def held(self) -> bool:
+        return self._depth > 0
+
+    def acquire(self) -> bool:
+        """Take the lock; True when this call took it first (the outermost hold)."""
+        if not self._mutex.acquire(timeout=self.timeout if self.timeout >= 0 else -1):
+            raise CollectionLockedError(f"another thread is writing to {self.path}; waited {self.timeout:g} s")
+        self._depth += 1
+        if self._depth > 1:
+            return False
+        try:
+            self._file.acquire(timeout=self.timeout)
+        except Timeout:
+            self._release_mutex()
+            raise CollectionLockedError(
+                f"another process is writing to {self.path}; wait for it to finish (waited {self.timeout:g} s)"
+            ) from None
+        deadline = time.monotonic() + self.timeout
+        while not self.store.try_acquire_writer():
+            if time.monotonic() >= deadline:
+                self._file.release(force=True)
+                self._release_mutex()
+                raise CollectionLockedError(
+                    f"another process is writing to this collection's store ({self.store.safe_url}); "
+                    f"wait for it to finish (waited {self.timeout:g} s)"
+                )
+            time.sleep(0.1)
+        return True
+
+    def release(self) -> None:
+        if self._depth == 1:
+            try:
+                self.store.release_writer()
+            finally:
+                self._file.release(force=True)
+        self._release_mutex()
+
+    def _release_mutex(self) -> None:
+        self._depth -= 1
+        self._mutex.release()
+
+
+class Writer:
+    """Writes to a collection: the store, the encoder and the index, explicitly given."""
+
+    def __init__(self, path: Path, config: CollectionConfig, store: SqlStore, encoder: LazyEncoder, sync: IndexSync):
+        self.path, self.config, self.store, self.encoder, self.sync = path, config, store, encoder, sync
+        self.lock = WriteLock(path, store)
+        self._after_write: list[Any] = []  # callables run (holding the lock) before it is released
+
+    def after_write(self, fn: Any) -> None:
+        """Run ``fn()`` at the end of every write operation, still holding the lock."""
+        self._after_write.append(fn)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the writer lock for the block (re-entrant): one write operation, or several."""
+        outermost = self.lock.acquire()
+        try:
+            if outermost:
+                self.sync.catch_up()  # what other processes wrote, before this process writes
+            yield
+            if outermost:
+                self._finish()
+        finally:
+            self.lock.release()
+
+    def _finish(self) -> None:
+        """End of a write operation: the index thread drained, derived data brought up to date,
+        and the snapshot saved when the change log to replay has grown long."""
+        self.sync.wait()
+        wanted = self.sync.outgrown()
+        if wanted is not None:
+            log.info("the collection outgrew its index: rebuilding it as %s", wanted)
+            self.sync.rebuild()
+        for fn in self._after_write:
+            fn()
+        ntotal = self.sync.load().ntotal
+        if self.sync.unsaved >= max(SAVE_EVERY, ntotal // 10):
+            self.sync.save()
+
+    def save(self, wait: bool = True) -> bool:
+        """Save the index snapshot if it is behind the store, taking the lock (with
+        ``wait=False`` only if no other process holds it). Returns whether it wrote one."""
+        if not self.sync.loaded:
+            return False
+        timeout = self.lock.timeout
+        if not wait:
+            self.lock.timeout = 0
+        try:
+            with self.writing():
+                return self.sync.save()
+        except CollectionLockedError:
+            log.info("not saving the index snapshot of %s: another process is writing", self.path)
+            return False
+        finally:
+            self.lock.timeout = timeout
+
+    # -- add and upsert: all or nothing ---------------------------------------------------------
+
+    def add(
+        self,
+        inputs: Sequence[Any] | np.ndarray,
+        metadata: Sequence[dict[str, Any]] | None = None,
+        keys: Sequence[str] | None = None,
+        batch_size: int = 64,
+    ) -> list[int]:
+        """Add texts (``str``), images (PIL images or ``Path``s to image files) or a 2-D array of
+        precomputed vectors; returns the new ids in order. A key that exists already is an error."""
+        if isinstance(inputs, np.ndarray) and inputs.ndim == 2:
+            inputs = as_matrix(inputs, self.config.dim)  # checked once, not row by row
+            if keys is None:
+                return self._add_vectors(inputs, metadata)
+        records = make_records(inputs, metadata, keys)
+        with self.writing():
+            self._check_all_or_nothing(records, allow_existing=False)
+            return list(self.add_records(records, batch_size=batch_size, on_conflict="error").ids)
+
+    def _add_vectors(self, matrix: np.ndarray, metadata: Sequence[dict[str, Any]] | None) -> list[int]:
+        """Precomputed vectors without keys go straight to the store in transactions of
+        :data:`VECTOR_CHUNK` rows, each then handed to the index thread; everything is checked
+        before the first row is written. Without keys a retry after a crash adds them again:
+        give keys (``upsert``) to make a large load resumable."""
+        metas = checked_metadata(metadata, len(matrix))
+        vectors = prepare(matrix, self.config.dim, self.config.metric)
+        self.store.stored_vectors(vectors)  # a value the store's dtype cannot hold fails here
+        ids: list[int] = []
+        with self.writing():
+            for start in range(0, len(vectors), VECTOR_CHUNK):
+                part = vectors[start : start + VECTOR_CHUNK]
+                new = self.store.insert_vectors(part, metas[start : start + VECTOR_CHUNK] if metas else None)
+                self.sync.submit(np.asarray(new, dtype=np.int64), part, NO_IDS, self.store.written_seq)
+                ids += new
+        return ids
+
+    def upsert(
+        self,
+        inputs: Sequence[Any] | np.ndarray,
+        keys: Sequence[str],
+        metadata: Sequence[dict[str, Any]] | None = None,
+        batch_size: int = 64,
+    ) -> list[int]:
+        """Add or replace by key; returns each input's id (an updated item keeps its id).
+        Without ``metadata`` a replaced item keeps its stored metadata; with it, the given
+        metadata replaces the stored (``{}`` clears it)."""
+        records = make_records(inputs, metadata, keys)
+        with self.writing():
+            self._check_all_or_nothing(records, allow_existing=True)
+            if metadata is None:
+                existing = self.store.keys_to_ids([r.key for r in records if r.key is not None])
+                stored = self.store.get([i for i, _ in existing.values()])
+                for r in records:
+                    if r.key in existing:
+                        r.metadata = dict(stored[existing[r.key][0]].metadata)
+            return list(self.add_records(records, batch_size=batch_size, on_conflict="update").ids)
+
+    def _check_all_or_nothing(self, records: list[Record], allow_existing: bool) -> None:
+        """Refuse a whole ``add``/``upsert`` call before writing anything if any input is bad."""
+        keys = [r.key for r in records if r.key is not None]
+        if len(set(keys)) != len(keys):
+            twice = next(k for k in keys if keys.count(k) > 1)
+            raise InvalidInputError(f"key {twice!r} is given twice")
+        if not allow_existing and (existing := self.store.keys_to_ids(keys)):
+            raise InvalidInputError(f"key {next(iter(existing))!r} exists already; use upsert() to replace it")
+        dim = self.config.dim
+        for i, record in enumerate(records):
+            v = record.vector
+            if isinstance(v, np.ndarray) and v.dtype == np.float32 and v.shape == (dim,):
+                continue  # a row of a matrix add() already checked, or a clean vector
+            if v is not None:
+                if np.ndim(record.vector) != 1:
+                    shape = np.shape(record.vector)
+                    raise InvalidInputError(f"vector {i} has shape {shape}; each input is one 1-D vector")
+                record.vector = as_matrix(record.vector, dim, f"vector {i}")[0]
+            if record.image_path is not None:
+                try:
+                    open_image(record.image_path)
+                except Exception as exc:
+                    raise InvalidInputError(f"cannot read the image {record.image_path}: {exc}") from exc
+        needs_model = any(r.modality != "vector" for r in records)
+        if needs_model and not self.encoder.present:
+            kinds = sorted({r.modality for r in records if r.modality != "vector"})
+            raise InvalidInputError(
+                f"this collection stores precomputed vectors only and cannot encode {' or '.join(kinds)}"
+            )
+
+    # -- streams of records and files -------------------------------------------------------------
+
+    def index_paths(
+        self,
+        paths: Iterable[str | Path],
+        fields: RecordFields = RecordFields(),
+        batch_size: int = 64,
+        progress: Progress | None = None,
+        prune: bool = False,
+        chunking: ChunkConfig | None = ChunkConfig(),
+    ) -> IndexReport:
+        """Index files and folders (text, images, JSONL/CSV records); unchanged files are skipped.
+
+        Long texts are split into passages that fit the encoder (``chunking=None`` truncates
+        instead, as the model would); ``prune`` then deletes the items of files that are gone
+        from the given folders.
+        """
+        paths = list(paths)
+        with self.writing():
+            report = self.add_records(records_from_paths(paths, fields), batch_size, "update", progress, chunking)
+            if prune:
+                report.pruned = self.prune(paths)
+        return report
+
+    def prune(self, folders: Iterable[str | Path]) -> int:
+        """Delete the items of files under ``folders`` that no longer exist; returns how many."""
+        roots = [Path(f).expanduser().resolve() for f in folders if Path(f).expanduser().is_dir()]
+        with self.writing():
+            gone = [
+                doc for doc in self.store.file_documents()
+                if any(Path(doc).is_relative_to(root) for root in roots) and not Path(doc).exists()
+            ]
+            return int(self.delete(ids=[i for i, _ in self.store.items_of_documents(gone)])) if gone else 0
+
+    def add_records(
+        self,
+        records: Iterable[Record | Skipped],
+        batch_size: int = 64,
+        on_conflict: str = "update",
+        progress: Progress | None = None,
+        chunking: ChunkConfig | None = None,
+    ) -> IndexReport:
+        """Encode and store records batch by batch, each batch one transaction; with
+        ``chunking``, long texts become passages linked to their document."""
+        if on_conflict not in ("update", "error"):
+            raise InvalidInputError(f"on_conflict must be 'update' or 'error', not {on_conflict!r}")
+        if batch_size <= 0:
+            raise InvalidInputError(f"batch size must be positive, got {batch_size}")
+        with self.writing():
+            return run_ingest(self, records, batch_size, on_conflict, progress, chunking)
+
+    def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = ()) -> Deleted:
+        """Delete items by id and/or key; returns how many existed (with the ids and keys that
+        named no item as ``.missing_ids`` and ``.missing_keys``). Once it returns, no search
+        in this process returns a deleted item."""
+        with self.writing():
+            by_key = self.store.keys_to_ids(list(keys))
+            wanted = [int(i) for i in ids] + [i for i, _ in by_key.values()]
+            present = list(self.store.get(wanted))
+            if present:
+                with self.sync.writing():  # no search between the commit and the index's removal
+                    self.store.write(deletes=present)
+                    gone = np.array(present, dtype=np.int64)
+                    self.sync.apply(NO_IDS, np.zeros((0, self.config.dim), np.float32), gone, self.store.written_seq)
+        found = set(present)
+        missing_ids = [int(i) for i in ids if int(i) not in found]
+        return Deleted(len(present), missing_ids, [k for k in keys if k not in by_key])
+
+    # -- whole-collection operations ---------------------------------------------------------------
+
+    def reindex(self, index: str | None = None) -> FaissIndex:
+        """Rebuild the index from the stored vectors (with a new spec when given), never re-encoding."""
+        spec = IndexSpec.parse(index or self.config.index)
+        if not spec.is_auto:
+            FaissIndex(spec.factory, self.config.dim, self.config.metric)  # a bad spec fails first
+        with self.writing():
+            built = self.sync.rebuild(str(spec))
+            self.sync.save()
+            self.config = self.config.replace(index=str(spec))
+            write_manifest(self.path, self.config)
+        return built
+
+    def reembed(self, batch_size: int = 64, progress: Progress | None = None) -> IndexReport:
+        """Encode every stored item again with the encoder as it is now (after its weights or
+        preprocessing changed); see :func:`latentsearch.ingest.reembed.reembed`."""
+        from .reembed import reembed
+
+        with self.writing():
+            encoder = self.encoder.get(allow_changed=True)
+            report = reembed(self.store, self.sync, encoder, self.config, batch_size, progress)  # type: ignore[arg-type]
+            self.sync.save()
+            self.config = self.config.replace(encoder_fingerprint=encoder.fingerprint())  # type: ignore[union-attr]
+            self.encoder.repinned(self.config.encoder_fingerprint)
+            write_manifest(self.path, self.config)
+        return report

@@ -1,0 +1,234 @@
+"""Searcher: dense, lexical and hybrid search with filters and document grouping, and the
+nearest-neighbour clusters of a query. It reads and never writes.
+
+Any number of threads may search at once. A search encodes its queries first (outside every
+lock), then holds the index's read lock while it searches and turns ids into hits, so no write
+lands between the two: every hit's item exists, and an item deleted before the search began
+never comes back. What a search found about its filter is returned with its hits
+(:meth:`Searcher.search_batch_with_stats`), never kept on the object.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..encoders.lazy import LazyEncoder
+from ..errors import InvalidInputError
+from ..indexes.faiss_index import FaissIndex
+from ..indexes.sync import IndexSync
+from ..stores.filters import check_where
+from ..stores.sql import SqlStore
+from ..types import Cluster, Hit
+from .clusters import group_hits
+from .filtered import FilteredSearcher, FilterStats
+from .hybrid import HYBRID_DEPTH, MODES, rrf
+from .items import ItemCache
+from .search import QueryVectors, best_per_document, hits_from_ranked, to_hits
+
+SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def check_k(k: Any, name: str = "k") -> int:
+    """``k`` as an int, or an error saying what a count of results must be."""
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k <= 0:
+        raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")
+    return int(k)
+
+
+class Searcher:
+    """Searches one collection: its encoder, index and store, explicitly given."""
+
+    def __init__(self, path: Path, dim: int, metric: str, store: SqlStore, encoder: LazyEncoder, sync: IndexSync):
+        self.path, self.dim, self.metric = path, dim, metric
+        self.store, self.encoder, self.sync = store, encoder, sync
+        self.items = ItemCache(store)
+        sync.on_change(self.items.forget)
+
+    def query_vectors(self, queries: Sequence[Any]) -> QueryVectors:
+        """The queries as vectors of this collection (see :class:`QueryVectors`)."""
+        return QueryVectors.build(queries, self.encoder, self.store, self.dim, self.metric)
+
+    def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(found_ids, vectors)`` of stored items, in the order of ``ids``."""
+        return self.store.vectors(ids)
+
+    def search(
+        self,
+        query: Any,
+        k: int = 10,
+        group_by: str | None = None,
+        where: Mapping[str, Any] | None = None,
+        mode: str = "dense",
+        hybrid_weights: Sequence[float] = (1.0, 1.0),
+    ) -> list[Hit]:
+        """The ``k`` nearest items to a text, a PIL image, an image ``Path``, a vector or an item id.
+
+        ``group_by="document"`` returns each document once, with its best passage.
+        ``where`` keeps only the items a filter matches (see :mod:`latentsearch.stores.filters`),
+        e.g. ``{"topic": "space", "year": {"$gte": 2020}}``; ``k`` hits come back whenever ``k``
+        items match (:meth:`search_batch_with_stats` says how many matched).
+
+        ``mode="lexical"`` ranks by the words of a text query with the store's full-text index
+        (BM25 on SQLite, idf-weighted ``ts_rank`` on PostgreSQL; any word may match); ``mode="hybrid"``
+        fuses the dense and lexical rankings by reciprocal rank fusion, each side weighted by
+        ``hybrid_weights`` (dense, lexical), and the hits' scores are the fused scores.
+        See :mod:`latentsearch.query.hybrid`.
+        """
+        if isinstance(query, np.ndarray) and query.ndim > 1 and query.shape[0] != 1:
+            raise InvalidInputError(f"search() takes one query; for {query.shape[0]} vectors use search_batch()")
+        return self.search_batch_with_stats([query], k, group_by, where, mode, hybrid_weights)[0][0]
+
+    def search_batch(
+        self,
+        queries: Sequence[Any],
+        k: int = 10,
+        group_by: str | None = None,
+        where: Mapping[str, Any] | None = None,
+        mode: str = "dense",
+        hybrid_weights: Sequence[float] = (1.0, 1.0),
+    ) -> list[list[Hit]]:
+        """One list of hits per query; queries are encoded together and searched in one call.
+        ``where``, ``mode`` and ``hybrid_weights`` apply to every query alike (see :meth:`search`)."""
+        return self.search_batch_with_stats(queries, k, group_by, where, mode, hybrid_weights)[0]
+
+    def search_batch_with_stats(
+        self,
+        queries: Sequence[Any],
+        k: int = 10,
+        group_by: str | None = None,
+        where: Mapping[str, Any] | None = None,
+        mode: str = "dense",
+        hybrid_weights: Sequence[float] = (1.0, 1.0),
+    ) -> tuple[list[list[Hit]], FilterStats | None]:
+        """:meth:`search_batch`, and what its filter did (None without ``where``): how many
+        items matched, how they were searched, and why nothing matched when nothing did."""
+        k = check_k(k)
+        if isinstance(queries, (str, bytes)):
+            raise InvalidInputError("search_batch() takes a list of queries, not a single one")
+        if group_by not in (None, "document"):
+            raise InvalidInputError(f"group_by must be 'document' or None, not {group_by!r}")
+        if mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if where is not None:
+            check_where(where, self.store.engine.dialect.name)  # before encoding: fail fast
+        weights = self._check_lexical(queries, mode, hybrid_weights) if mode != "dense" else (1.0, 1.0)
+        if mode == "lexical":
+            with self.sync.reading():
+                hits = self._lexical_hits(queries, k, group_by, where)
+            return hits, (FilterStats(self.store.count_where(where), "lexical") if where else None)
+        qv = self.query_vectors(queries)
+        with self.sync.reading() as index:
+            searcher = FilteredSearcher(index, self.store, where, self.metric) if where else None
+            search, total = (index.search, index.ntotal) if searcher is None else (searcher.search, searcher.matches)
+            if mode == "dense":
+                hits = self._hits(search, total, qv, k, group_by)
+            else:
+                hits = self._hybrid_hits(queries, search, total, qv, k, group_by, where, weights)
+        return hits, (searcher.stats if searcher else None)
+
+    def _hybrid_hits(
+        self,
+        queries: Sequence[str],
+        search: SearchFn,
+        total: int,
+        qv: QueryVectors,
+        k: int,
+        group_by: str | None,
+        where: Mapping[str, Any] | None,
+        weights: tuple[float, float],
+    ) -> list[list[Hit]]:
+        depth = max(HYBRID_DEPTH, 4 * k if group_by else k)
+        dense = self._hits(search, total, qv, depth, None)
+        lexical = [self.store.lexical_search(q, depth, where) for q in queries]
+        fused = [
+            rrf([[h.id for h in d], [i for i, _ in lx]], weights)[: depth if group_by else k]
+            for d, lx in zip(dense, lexical)
+        ]
+        hits = hits_from_ranked(fused, self.items)
+        return [best_per_document(row, k) for row in hits] if group_by else hits
+
+    def _check_lexical(self, queries: Sequence[Any], mode: str, weights: Sequence[float]) -> tuple[float, float]:
+        """The hybrid weights, after checking that lexical search can run on these queries."""
+        for q in queries:
+            if not isinstance(q, str):
+                raise InvalidInputError(
+                    f"{mode} search needs text queries, not a {type(q).__name__}; use mode='dense'"
+                )
+        try:
+            w = tuple(float(x) for x in weights)
+        except (TypeError, ValueError):
+            w = ()
+        if len(w) != 2 or not all(np.isfinite(x) and x >= 0 for x in w) or not any(w):
+            raise InvalidInputError(
+                f"hybrid_weights must be two non-negative numbers (dense, lexical), not both 0; got {weights!r}"
+            )
+        if not self.store.has_fulltext():
+            raise InvalidInputError(
+                f"the collection at {self.path} has no full-text index (it was made by an older version "
+                f"of latentsearch); create it again to use {mode} search"
+            )
+        return w  # type: ignore[return-value]
+
+    def _lexical_hits(
+        self, queries: Sequence[str], k: int, group_by: str | None, where: Mapping[str, Any] | None
+    ) -> list[list[Hit]]:
+        out = []
+        for q in queries:
+            depth = 4 * k if group_by else k
+            while True:
+                ranked = self.store.lexical_search(q, depth, where)
+                row = hits_from_ranked([ranked], self.items)[0]
+                if group_by is None:
+                    out.append(row[:k])
+                    break
+                grouped = best_per_document(row, k)
+                if len(grouped) >= k or len(ranked) < depth:
+                    out.append(grouped)
+                    break
+                depth *= 4
+        return out
+
+    def _hits(
+        self, search: SearchFn, total: int, qv: QueryVectors, k: int, group_by: str | None
+    ) -> list[list[Hit]]:
+        """Hits from ``search(xq, depth) -> (D, I)`` over ``total`` candidates."""
+        if group_by is None:
+            D, I = search(qv.vectors, k + qv.extra)
+            return to_hits(D, I, qv.exclude, k, self.items)
+        # Documents: search deeper until k distinct documents come back or nothing is left.
+        depth = 4 * k
+        while True:
+            D, I = search(qv.vectors, min(depth, max(total, 1)) + qv.extra)
+            rows = to_hits(D, I, qv.exclude, depth, self.items)
+            grouped = [best_per_document(row, k) for row in rows]
+            if all(len(g) >= k for g in grouped) or depth >= total:
+                return grouped
+            depth *= 4
+
+    def clusters(
+        self,
+        query: Any,
+        k: int = 100,
+        n_clusters: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> list[Cluster]:
+        """The ``k`` nearest neighbours of ``query`` grouped into clusters (how many is chosen
+        from the data by silhouette when ``n_clusters`` is None), closest clusters first; each
+        has its members by score, a representative, its size, its mean score and a label."""
+        hits = self.search(query, k=k, where=where)
+        found, vectors = self.store.vectors([h.id for h in hits])
+        by_id = dict(zip(found.tolist(), vectors))
+        hits = [h for h in hits if h.id in by_id]
+        matrix = np.stack([by_id[h.id] for h in hits]) if hits else np.zeros((0, self.dim))
+        return group_hits(hits, matrix, n_clusters=n_clusters, seed=seed)
+
+    def index(self) -> FaissIndex:
+        """The index, loaded (from its snapshot, or rebuilt from the store) and caught up with
+        the store: an explicit call, which may take a while on a large collection."""
+        return self.sync.load()
