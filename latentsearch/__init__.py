@@ -29,11 +29,14 @@ def create(path: Any, **options: Any) -> Collection:
     return Collection.create(path, **options)
 
 
-def open(path: Any, encoder: str | None = None) -> Collection:  # noqa: A001 - the natural name
-    """Open the collection at ``path``; see :meth:`Collection.open`."""
+def open(  # noqa: A001 - the natural name
+    path: Any, encoder: str | None = None, read_consistency_interval: float | None = 0.0
+) -> Collection:
+    """Open the collection at ``path``; ``read_consistency_interval`` (seconds; ``None``: never)
+    is how often a search first checks for other processes' writes. See :meth:`Collection.open`."""
     from .collection import Collection
 
-    return Collection.open(path, encoder=encoder)
+    return Collection.open(path, encoder=encoder, read_consistency_interval=read_consistency_interval)
 
 
 def __getattr__(name: str) -> Any:

@@ -92,6 +92,11 @@ class IndexSync:
         """Changes the index holds that its snapshot does not (all of them before a first save)."""
         return self._watermark - max(self._saved_watermark, 0) if self._index is not None else 0
 
+    @property
+    def behind(self) -> bool:
+        """Whether the snapshot on disk lacks changes the in-memory index holds."""
+        return self._index is not None and self._watermark != self._saved_watermark
+
     def on_change(self, listener: ChangeListener) -> None:
         """Call ``listener(ids)`` with the ids of updated and deleted items whenever the index
         applies them, under the write lock (e.g. to drop them from a cache of items)."""
@@ -265,7 +270,7 @@ class IndexSync:
         """Write the snapshot when the index is ahead of it (atomically: temp file, fsync,
         rename). Call it holding the collection's writer lock. Returns whether it wrote."""
         self.wait()
-        if self._index is None or self._watermark == self._saved_watermark:
+        if not self.behind:
             return False
         with self._rw.read_lock():  # searches go on; changes wait
             watermark = self._watermark

@@ -157,7 +157,8 @@ class Writer:
     def save(self, wait: bool = True) -> bool:
         """Save the index snapshot if it is behind the store, taking the lock (with
         ``wait=False`` only if no other process holds it). Returns whether it wrote one."""
-        if not self.sync.loaded:
+        self.sync.wait()
+        if not self.sync.behind:
             return False
         timeout = self.lock.timeout
         if not wait:
