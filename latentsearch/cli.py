@@ -125,7 +125,7 @@ def index(
 
     from .collection import Collection
     from .config import manifest_path
-    from .ingest.sources import RecordFields, check_fields
+    from .ingest.sources import RecordFields, check_fields, check_record_fields
     from .ingest.walk import SourceOptions, paths_from_list
 
     if not paths and files_from is None:
@@ -133,7 +133,8 @@ def index(
     options = SourceOptions(include=include, exclude=exclude, hidden=hidden)
     fields = RecordFields(text=text_field, image=image_field, key=key_field, sources=options)
     check_fields(fields)
-    inputs = chain(paths, paths_from_list(files_from)) if files_from is not None else paths
+    inputs = list(chain(paths, paths_from_list(files_from)) if files_from is not None else paths)
+    check_record_fields(inputs, fields)  # a field the records lack fails before the collection is made
     if manifest_path(collection).exists():
         col = Collection.open(collection, encoder=encoder)
     else:

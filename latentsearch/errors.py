@@ -22,6 +22,15 @@ class InvalidInputError(LatentSearchError, ValueError):
     """Input that cannot be used: a wrong vector shape, an unreadable file, a bad option."""
 
 
+class MissingFieldError(InvalidInputError):
+    """A record field named in the options (``--text-field``, ``--image-field``, ``--key-field``)
+    that the first record of a JSONL/CSV/Parquet file does not have."""
+
+
+class ModelUnavailableError(LatentSearchError):
+    """A model named by hub id that is not in the local cache while the hub cannot be reached."""
+
+
 class DimensionMismatchError(InvalidInputError):
     """A vector whose dimension is not the collection's."""
 

@@ -134,6 +134,17 @@ def test_index_jsonl_with_text_field_and_metadata(tmp_path):
     assert hit["metadata"]["year"] == 1999
 
 
+def test_index_a_text_field_no_record_has_fails_before_writing(tmp_path, col):
+    """A --text-field the records lack is one error, before the collection is made or written."""
+    f = write_jsonl(tmp_path / "corpus.jsonl", [{"_id": "a", "title": "Ships", "text": "float on water"}])
+    result = run("index", tmp_path / "new", f, "--encoder", ENC, "--text-field", "titel")
+    assert_one_line_error(result, str(f.resolve()), "no text field 'titel'", "_id, title, text", "Did you mean 'title'?", code=1)
+    assert not (tmp_path / "new").exists()
+    before = json.loads(run("info", col, "--json").stdout)["items"]
+    assert_one_line_error(run("index", col, f, "--text-field", "title,body"), "no text field 'body'")
+    assert json.loads(run("info", col, "--json").stdout)["items"] == before
+
+
 # -- search ----------------------------------------------------------------------------------
 
 

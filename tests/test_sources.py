@@ -454,6 +454,110 @@ def test_a_corrupt_parquet_file(tmp_path):
     assert skipped.source == str(f.resolve()) and skipped.reason.startswith("cannot read Parquet")
 
 
+# -- record fields that the first record lacks -----------------------------------------------------
+
+
+CORPUS = [{"_id": "a", "title": "Ships", "text": "float on water"}, {"_id": "b", "title": "Cats", "text": "purr"}]
+
+
+def write_records(path: Path, rows: list[dict]) -> Path:
+    """``rows`` as a JSONL, CSV or Parquet file, by ``path``'s suffix."""
+    if path.suffix == ".parquet":
+        return write_parquet(path, {k: [r.get(k) for r in rows] for k in rows[0]})
+    if path.suffix == ".csv":
+        header = list(rows[0])
+        lines = [",".join(header)] + [",".join(str(r.get(k, "")) for k in header) for r in rows]
+        return write(path, "\n".join(lines) + "\n")
+    return write(path, "\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_text_field_the_first_record_lacks_is_an_error(tmp_path, suffix):
+    from latentsearch.errors import MissingFieldError
+
+    f = write_records(tmp_path / f"corpus{suffix}", CORPUS)
+    with pytest.raises(MissingFieldError) as info:
+        records_from_paths([f], RecordFields(text="titel"))  # raised on the call, before any record
+    assert str(info.value) == (
+        f"the first record of {f.resolve()} has no text field 'titel'; its fields are: _id, title, text. "
+        "Did you mean 'title'?"
+    )
+    assert isinstance(info.value, InvalidInputError)
+    records, skipped = split(records_from_paths([f], RecordFields(text="title,text")))
+    assert len(records) == 2 and skipped == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        (RecordFields(text="title,body"), "has no text field 'body'; its fields are: _id, title, text"),
+        (RecordFields(text="title, text", key="doc"), "has no key field 'doc'"),
+        (RecordFields(image="img"), "has no image field 'img'"),
+        (RecordFields(text="titel,bdy", key="idd"), "has no text field 'titel' and no text field 'bdy' and no key field 'idd'"),
+    ],
+)
+def test_every_named_field_is_checked(tmp_path, fields, words):
+    from latentsearch.errors import MissingFieldError
+
+    f = write_records(tmp_path / "corpus.jsonl", CORPUS)
+    with pytest.raises(MissingFieldError, match=words):
+        records_from_paths([f], fields)
+
+
+def test_what_counts_as_the_first_record(tmp_path):
+    """The first line that is a JSON object; a null or empty value is a field all the same; with
+    an image field the text field is not used, so not checked."""
+    lines = ["not json", "[1, 2]", json.dumps({"_id": "a", "title": None, "text": ""}), json.dumps({"_id": "b", "x": 1})]
+    f = write(tmp_path / "r.jsonl", "\n".join(lines))
+    records, skipped = split(records_from_paths([f], RecordFields(text="title,text")))
+    assert records == [] and len(skipped) == 4  # each line skipped for its own reason, as before
+    assert skipped[2].reason == "record has no text in 'title,text'"
+    images = write(tmp_path / "i.jsonl", json.dumps({"name": "red", "image": "red.png"}))
+    [record] = records_from_paths([images], RecordFields(image="image", key="name"))
+    assert record.key == "red"
+
+
+def test_a_record_file_found_in_a_folder_is_skipped_whole(tmp_path):
+    """A folder may hold record files of other shapes: one reason for the file, nothing raised."""
+    folder = tmp_path / "data"
+    f = write_records(folder / "corpus.jsonl", CORPUS)
+    write_records(folder / "table.csv", CORPUS)
+    write(folder / "note.txt", "a note")
+    records, skipped = split(records_from_paths([folder], RecordFields(text="titel")))
+    assert [Path(r.source).name for r in records] == ["note.txt"]
+    assert [(s.source, s.reason) for s in skipped] == [
+        (str(f.resolve()), "the first record has no text field 'titel'; its fields are: _id, title, text. Did you mean 'title'?"),
+        (str((folder / "table.csv").resolve()), "the first record has no text field 'titel'; its fields are: _id, title, text. Did you mean 'title'?"),
+    ]
+
+
+def test_index_paths_writes_nothing_when_a_field_is_missing(tmp_path, hashing_collection):
+    from latentsearch.errors import MissingFieldError
+
+    first = write_records(tmp_path / "good.jsonl", CORPUS)
+    second = write_records(tmp_path / "other.csv", [{"id": 1, "body": "x"}])
+    col = hashing_collection()
+    with pytest.raises(MissingFieldError, match=f"the first record of {second.resolve()} has no text field 'title'"):
+        col.index_paths([first, second], RecordFields(text="title,text"))
+    assert len(col) == 0  # the good file before it was not written either
+
+
+def test_the_index_command_refuses_a_missing_text_field(tmp_path):
+    f = write_records(tmp_path / "corpus.jsonl", CORPUS)
+    result = run("index", tmp_path / "col", f, "--encoder", ENC, "--text-field", "titel")
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert result.stderr.strip() == (
+        f"Error: the first record of {f.resolve()} has no text field 'titel'; its fields are: _id, title, text. "
+        "Did you mean 'title'?"
+    )
+    assert not (tmp_path / "col").exists()  # nothing created, nothing written
+    listing = write(tmp_path / "list.txt", f"{f}\n")
+    result = run("index", tmp_path / "col", "--files-from", listing, "--encoder", ENC, "--image-field", "picture")
+    assert result.exit_code == 1 and "has no image field 'picture'" in result.stderr
+    assert not (tmp_path / "col").exists()
+
+
 # -- Python iterables -----------------------------------------------------------------------------------
 
 

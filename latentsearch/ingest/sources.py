@@ -1,6 +1,16 @@
 """Sources: folders, file lists, JSONL, CSV, Parquet and Python iterables become a stream of
-records, or of reasons to skip an input. Nothing here raises for a bad input file. Which files a
-folder gives is :mod:`.walk`'s rule; how a text file is read is :mod:`.readers`'.
+records, or of reasons to skip an input. Which files a folder gives is :mod:`.walk`'s rule; how a
+text file is read is :mod:`.readers`'.
+
+Nothing here raises for a bad input file, with one exception: the record fields the options name.
+Each name in ``RecordFields.text`` (or ``image`` when it is set, and ``key`` when set) must be a
+field of the *first record* of every JSONL/CSV/Parquet file: the first line that is a JSON
+object (JSONL), the header row (CSV), the schema's columns (Parquet). A value may be null or
+empty (that record is then skipped as before); a name that is not there at all is a typo or a
+file of another shape. For a record file named in ``paths`` that is a :class:`MissingFieldError`,
+raised by :func:`records_from_paths` before any record is read (so before anything is written);
+a record file found by walking a folder is skipped whole with the same reason, since a folder may
+hold record files of other shapes.
 """
 
 from __future__ import annotations
@@ -8,13 +18,14 @@ from __future__ import annotations
 import csv
 import datetime
 import decimal
+import difflib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MissingFieldError
 from ..types import Skipped
 from .records import Record, json_safe
 from .walk import SourceOptions, iter_files, os_error_reason, probe_file
@@ -25,6 +36,8 @@ RECORD_SUFFIXES = {".jsonl", ".ndjson", ".csv", ".parquet"}
 KNOWN_SUFFIXES = TEXT_SUFFIXES | IMAGE_SUFFIXES | RECORD_SUFFIXES
 ID_FIELDS = ("_id", "id", "key")
 PARQUET_BATCH_ROWS = 1024
+FIRST_RECORD_LINES = 1000  # JSONL lines read for a first record that is a JSON object
+LISTED_FIELDS = 40  # field names an error lists
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,17 @@ class RecordFields:
 def records_from_paths(
     paths: Iterable[str | Path], fields: RecordFields = RecordFields()
 ) -> Iterator[Record | Skipped]:
-    """Text files, image files and JSONL/CSV/Parquet record files as records; the rest skipped."""
+    """Text files, image files and JSONL/CSV/Parquet record files as records; the rest skipped.
+
+    Raises :class:`MissingFieldError` at once, before any record is read, when the first record
+    of a record file named in ``paths`` lacks a field that ``fields`` names (module docstring).
+    """
+    paths = list(paths)
+    check_record_fields(paths, fields)
+    return _records_from_paths(paths, fields)
+
+
+def _records_from_paths(paths: list[str | Path], fields: RecordFields) -> Iterator[Record | Skipped]:
     for found in iter_files(paths, fields.sources):
         if isinstance(found, Skipped):
             yield found
@@ -79,7 +102,8 @@ def records_from_paths(
 
 def records_from_file(path: Path, fields: RecordFields) -> Iterator[Record | Skipped]:
     """Records of a JSONL, CSV or Parquet file; a record that cannot be used is skipped with its
-    line (JSONL, CSV) or row number (Parquet, from 1)."""
+    line (JSONL, CSV) or row number (Parquet, from 1), and a file whose first record lacks a field
+    that ``fields`` names is skipped whole (see the module docstring)."""
     source = str(path.resolve())
     suffix = path.suffix.lower()
     if suffix == ".parquet":
@@ -88,10 +112,15 @@ def records_from_file(path: Path, fields: RecordFields) -> Iterator[Record | Ski
     try:
         if suffix == ".csv":
             with open(path, newline="", encoding="utf-8-sig") as fh:
-                for number, row in enumerate(csv.DictReader(fh), start=2):
+                reader = csv.DictReader(fh)
+                if reader.fieldnames and (reason := missing_fields_reason(fields, reader.fieldnames)):
+                    yield Skipped(source, reason)
+                    return
+                for number, row in enumerate(reader, start=2):
                     yield record_from_mapping(row, fields, path.parent, f"{source}:{number}")
         else:
             with open(path, encoding="utf-8-sig") as fh:
+                checked = False
                 for number, line in enumerate(fh, start=1):
                     if not line.strip():
                         continue
@@ -101,6 +130,11 @@ def records_from_file(path: Path, fields: RecordFields) -> Iterator[Record | Ski
                     except ValueError as exc:
                         yield Skipped(where, f"not JSON ({exc})")
                         continue
+                    if not checked and isinstance(data, Mapping):
+                        checked = True
+                        if reason := missing_fields_reason(fields, list(data)):
+                            yield Skipped(source, reason)
+                            return
                     yield record_from_mapping(data, fields, path.parent, where)
     except OSError as exc:
         yield Skipped(source, os_error_reason(exc))
@@ -117,7 +151,11 @@ def _records_from_parquet(path: Path, fields: RecordFields, source: str) -> Iter
         return
     row = 0
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        parquet = pq.ParquetFile(path)
+        if reason := missing_fields_reason(fields, _parquet_columns(parquet)):
+            yield Skipped(source, reason)
+            return
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
             for data in batch.to_pylist():
                 row += 1
                 data = {k: v for k, v in data.items() if not k.startswith("__index_level_")}  # pandas
@@ -126,6 +164,78 @@ def _records_from_parquet(path: Path, fields: RecordFields, source: str) -> Iter
         yield Skipped(source, os_error_reason(exc))
     except (ValueError, pyarrow.ArrowException) as exc:
         yield Skipped(source, f"cannot read Parquet after {row} rows: {exc}")
+
+
+def _parquet_columns(parquet: Any) -> list[str]:
+    return [n for n in parquet.schema_arrow.names if not n.startswith("__index_level_")]  # pandas
+
+
+# -- the fields the options name ---------------------------------------------------------------
+
+
+def named_fields(fields: RecordFields) -> list[tuple[str, str]]:
+    """``(role, name)`` of each record field ``fields`` names, as records are read: the image
+    field when set (the text field is then unused), else each text field; and the key field."""
+    if fields.image:
+        named = [("image", fields.image)]
+    else:
+        named = [("text", n.strip()) for n in fields.text.split(",") if n.strip()]
+    return named + ([("key", fields.key)] if fields.key else [])
+
+
+def missing_fields_reason(
+    fields: RecordFields, names: Sequence[str], subject: str = "the first record"
+) -> str | None:
+    """Why a record file whose first record has the fields ``names`` cannot be read with
+    ``fields``, or ``None`` when it has every field that ``fields`` names."""
+    present = set(names)
+    missing = [(role, name) for role, name in named_fields(fields) if name not in present]
+    if not missing:
+        return None
+    what = " and no ".join(f"{role} field {name!r}" for role, name in missing)
+    listed = ", ".join(str(n) for n in names[:LISTED_FIELDS])
+    if len(names) > LISTED_FIELDS:
+        listed += f", … ({len(names) - LISTED_FIELDS} more)"
+    reason = f"{subject} has no {what}; its fields are: {listed or '(none)'}"
+    close = difflib.get_close_matches(missing[0][1], [str(n) for n in names], n=1)
+    return reason + (f". Did you mean {close[0]!r}?" if close else "")
+
+
+def first_record_fields(path: Path) -> list[str] | None:
+    """The field names of the first record of a JSONL, CSV or Parquet file (module docstring),
+    or ``None`` when it has none or cannot be read (reading it again reports why)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return _parquet_columns(pq.ParquetFile(path))
+        with open(path, newline="" if suffix == ".csv" else None, encoding="utf-8-sig") as fh:
+            if suffix == ".csv":
+                return next(csv.reader(fh), None)
+            for _, line in zip(range(FIRST_RECORD_LINES), fh):
+                try:
+                    data = json.loads(line) if line.strip() else None
+                except ValueError:
+                    continue
+                if isinstance(data, Mapping):
+                    return [str(k) for k in data]
+    except Exception:  # unreadable: the records stream says why, file by file
+        return None
+    return None
+
+
+def check_record_fields(paths: Iterable[str | Path], fields: RecordFields) -> None:
+    """Raise :class:`MissingFieldError` when the first record of a JSONL/CSV/Parquet file named
+    in ``paths`` (not one found in a folder) lacks a field that ``fields`` names."""
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.suffix.lower() not in RECORD_SUFFIXES or not path.is_file():
+            continue
+        names = first_record_fields(path)
+        subject = f"the first record of {path.resolve()}"
+        if names is not None and (reason := missing_fields_reason(fields, names, subject)):
+            raise MissingFieldError(reason)
 
 
 def records_from_iterable(

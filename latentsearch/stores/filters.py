@@ -115,11 +115,15 @@ class _Compiler:
                 raise InvalidInputError(f"{at} has the key {key!r}; keys must be strings")
             here = f"{at}.{key}" if at != "where" else key
             if key in ("$and", "$or"):
-                if not isinstance(value, (list, tuple)) or not value:
+                if not isinstance(value, (list, tuple)):
                     raise InvalidInputError(f"{here} takes a non-empty list of filters, not {_kind(value)}")
+                if not value:
+                    raise InvalidInputError(f"{here} is an empty list; it takes a non-empty list of filters")
                 subs = [self.filter(v, f"{here}[{i}]", depth + 1) for i, v in enumerate(value)]
                 parts.append(and_(*subs) if key == "$and" else or_(*subs))
             elif key == "$not":
+                if isinstance(value, Mapping) and not value:
+                    raise InvalidInputError(f"{here} is empty ({{}} matches every item, so its $not matches none)")
                 parts.append(_negate(self.filter(value, here, depth + 1)))
             elif key.startswith("$"):
                 hint = "or a field name (a metadata key starting with $ is metadata.$…)"
