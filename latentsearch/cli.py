@@ -281,6 +281,9 @@ def search(
         )
     if stats is not None and stats.matches and len(hits) < k and not as_json:
         click.echo(f"{stats.matches} item{'' if stats.matches == 1 else 's'} match the filter", err=True)
+    if stats is not None and not stats.matches and not as_json:
+        why = stats.explanation
+        click.echo(f"no item matches the filter: {why}" if why else "no item matches the filter", err=True)
     if as_json:
         echo_json([h.to_dict() for h in hits])
         return

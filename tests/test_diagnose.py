@@ -155,3 +155,21 @@ def test_keys_that_need_quoting_are_listed_as_stored(store: SqlStore) -> None:
     """Keys come back unescaped from json_each / jsonb_object_keys (a dot, here, stays a dot)."""
     message = explain_no_match(store, {"zzz": 1})
     assert message is not None and "a.b" in message and '"' not in message
+
+
+def test_a_search_whose_filter_matches_nothing_says_why(hashing_collection, tmp_path):
+    from click.testing import CliRunner
+
+    from latentsearch.cli import cli
+
+    col = hashing_collection("why")
+    col.add(["a text", "another text"], metadata=[{"year": 2020, "topic": "x"}, {"year": 2021, "topic": "y"}])
+    (hits,), stats = col.search_batch_with_stats(["a text"], k=2, where={"yeer": 2020})
+    assert hits == [] and stats.matches == 0
+    assert "no item has the field 'yeer'" in stats.explanation and "year" in stats.explanation
+    (hits,), stats = col.search_batch_with_stats(["a text"], k=2, where={"year": "2020"}, mode="lexical")
+    assert hits == [] and "stored as a number" in stats.explanation
+    assert col.search_batch_with_stats(["a text"], k=2, where={"year": 2020})[1].explanation is None
+    col.close()
+    r = CliRunner().invoke(cli, ["search", str(col.path), "a text", "--where", '{"yeer": 2020}'])
+    assert r.exit_code == 0 and "no item has the field 'yeer'" in r.output, r.output

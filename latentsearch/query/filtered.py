@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..indexes.selection import DEFAULT_EF_SEARCH
+from ..stores.diagnose import explain_no_match
 
 if TYPE_CHECKING:
     from ..indexes.faiss_index import FaissIndex
@@ -36,13 +37,15 @@ class FilterStats:
     ``matches``: items the filter matched (a query shows fewer hits only when fewer match);
     ``strategy``: ``none`` (nothing matched), ``exact`` (stored vectors of the matches) or
     ``index`` (the index with an ID selector); ``rounds``: index searches, deeper retries
-    included; ``exact_rows``: queries the index left short, finished by exact search.
+    included; ``exact_rows``: queries the index left short, finished by exact search;
+    ``explanation``: when nothing matched, why (see :func:`~latentsearch.stores.diagnose.explain_no_match`).
     """
 
     matches: int
     strategy: str
     rounds: int = 0
     exact_rows: int = 0
+    explanation: str | None = None  # why nothing matched (a field no item has, a type mismatch)
 
 
 class FilteredSearcher:
@@ -54,14 +57,15 @@ class FilteredSearcher:
     def __init__(self, index: FaissIndex, store: SqlStore, where: Mapping[str, Any], metric: str):
         self.index, self.store, self.where, self.metric = index, store, where, metric
         self.matches = store.count_where(where)
-        self.stats = FilterStats(self.matches, "none")
+        self.explanation = None if self.matches else explain_no_match(store, where)
+        self.stats = FilterStats(self.matches, "none", explanation=self.explanation)
         self._selector: Any = None
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(D, I)`` of shape ``(nq, k)`` among the matches, closest first, ``-1`` padded."""
         nq = len(xq)
         if not self.matches:
-            self.stats = FilterStats(0, "none")
+            self.stats = FilterStats(0, "none", explanation=self.explanation)
             return _empty(nq, k, self.metric)
         if self.matches <= EXACT_LIMIT or not self._index_pays(k):
             self.stats = FilterStats(self.matches, "exact")

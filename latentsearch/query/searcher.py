@@ -21,6 +21,7 @@ from ..encoders.lazy import LazyEncoder
 from ..errors import InvalidInputError
 from ..indexes.faiss_index import FaissIndex
 from ..indexes.sync import IndexSync
+from ..stores.diagnose import explain_no_match
 from ..stores.filters import check_where
 from ..stores.sql import SqlStore
 from ..types import Cluster, Hit
@@ -120,7 +121,11 @@ class Searcher:
         if mode == "lexical":
             with self.sync.reading():
                 hits = self._lexical_hits(queries, k, group_by, where)
-            return hits, (FilterStats(self.store.count_where(where), "lexical") if where else None)
+            if where is None:
+                return hits, None
+            matches = self.store.count_where(where)
+            why = None if matches else explain_no_match(self.store, where)
+            return hits, FilterStats(matches, "lexical", explanation=why)
         qv = self.query_vectors(queries)
         with self.sync.reading() as index:
             searcher = FilteredSearcher(index, self.store, where, self.metric) if where else None
