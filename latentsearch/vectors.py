@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -30,15 +31,42 @@ def as_matrix(vectors: Any, dim: int, what: str = "vector") -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, as float32 (zero rows stay zero). Norms are taken in float64,
-    so rows of huge float32 values do not overflow to infinity and collapse to zero."""
+def normalize(x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """Rows (the last axis) scaled to unit L2 norm, as ``dtype`` (zero rows stay zero). Norms are
+    taken in float64, so rows of huge float32 values do not overflow and collapse to zero."""
     x = np.asarray(x)
-    norms = np.linalg.norm(x.astype(np.float64, copy=False), axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+    norms = np.linalg.norm(x.astype(np.float64, copy=False), axis=-1, keepdims=True)
+    return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=dtype)
 
 
 def prepare(vectors: Any, dim: int, metric: str, what: str = "vector") -> np.ndarray:
     """Validated vectors, L2-normalised when the metric is cosine (zero vectors stay zero)."""
     x = as_matrix(vectors, dim, what)
     return normalize(x) if metric == "cosine" else x
+
+
+def exact_search(
+    xq: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray]], k: int, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``(D, I)`` of shape ``(nq, k)`` over ``(ids, vectors)`` batches, best first, ``-1``
+    where fewer exist; scores as FAISS gives them (squared distance for ``l2``). FAISS's
+    ``knn`` per batch merged by its ``ResultHeap``, as ``faiss/contrib/exhaustive_search.py`` does."""
+    import faiss
+
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    l2 = metric == "l2"
+    heap = faiss.ResultHeap(len(xq), k, keep_max=not l2)
+    for ids, xb in batches:
+        if not len(xb):
+            continue
+        xb = np.ascontiguousarray(xb, dtype=np.float32)
+        D, pos = faiss.knn(xq, xb, min(k, len(xb)), metric=faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT)
+        heap.add_result(D, np.where(pos >= 0, np.asarray(ids, dtype=np.int64)[np.maximum(pos, 0)], -1))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(D, I)`` of the ``k`` nearest rows of ``xb`` ``(nb, d)`` for each row of ``xq`` ``(nq, d)``;
+    ``I`` indexes ``xb``, ``-1`` pads when ``nb < k``."""
+    return exact_search(xq, [(np.arange(len(xb), dtype=np.int64), xb)], k, metric)

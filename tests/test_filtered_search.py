@@ -21,7 +21,7 @@ from latentsearch.collection import Collection
 from latentsearch.errors import InvalidInputError
 from latentsearch.ingest.records import Record
 from latentsearch.query import filtered
-from latentsearch.query.filtered import exact_search, knn
+from latentsearch.vectors import exact_search, knn
 from helpers import write_jsonl  # noqa: E402
 
 N, DIM, NQ, K = 20_000, 32, 50, 10

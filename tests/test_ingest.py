@@ -350,10 +350,10 @@ def test_animated_gif_uses_the_first_frame(tmp_path):
 def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
     import PIL.Image
 
-    from latentsearch.ingest import records
+    from latentsearch import media
 
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", PIL.Image.MAX_IMAGE_PIXELS)  # restored after
-    monkeypatch.setattr(records, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 100)
     rgb_image(20, 20).save(tmp_path / "big.png")
     with pytest.raises(Exception, match="(?i)decompression bomb|too large"):
         open_image(tmp_path / "big.png")

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..vectors import normalize
+
 from ..errors import InvalidInputError
 from ..registry import reject_unknown_options
 from .base import BaseEncoder, digest
@@ -22,8 +24,7 @@ _THUMB = 16  # images are reduced to THUMB x THUMB RGB before the projection
 
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
+    return normalize(x, x.dtype)
 
 
 class HashingEncoder(BaseEncoder):

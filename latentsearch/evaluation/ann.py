@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import DimensionMismatchError, InvalidInputError, unknown_name
 from ..indexes.selection import SEARCH_OPTIONS, IndexSpec
+from ..vectors import normalize
 from .metrics import recall_against_exact
 
 METRICS = ("l2", "ip", "cosine")
@@ -40,12 +41,6 @@ def as_float_matrix(x: np.ndarray, what: str = "vectors") -> np.ndarray:
     if not np.isfinite(x).all():
         raise InvalidInputError(f"{what} contain NaN or infinite values")
     return x
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero): cosine becomes inner product."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.where(norms == 0, 1, norms), dtype=np.float32)
 
 
 def split_queries(x: np.ndarray, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, MissingFieldError
+from ..media import IMAGE_SUFFIXES
 from ..types import Skipped
 from .records import Record, json_safe
 from .walk import SourceOptions, iter_files, os_error_reason, probe_file
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst", ".html", ".htm"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 RECORD_SUFFIXES = {".jsonl", ".ndjson", ".csv", ".parquet"}
 KNOWN_SUFFIXES = TEXT_SUFFIXES | IMAGE_SUFFIXES | RECORD_SUFFIXES
 ID_FIELDS = ("_id", "id", "key")

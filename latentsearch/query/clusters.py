@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..vectors import normalize
 from ..types import Cluster, Hit
 
 N_INIT = 10  # k-means++ starts per clustering; on a hundred rows each takes a few milliseconds
@@ -151,10 +152,7 @@ def _centroids(x: np.ndarray, labels: np.ndarray, n: int, spherical: bool) -> np
     """Each cluster's mean, projected onto the sphere when ``spherical`` (a zero mean stays zero)."""
     onehot = np.eye(n)[labels]
     c = (onehot.T @ x) / np.maximum(onehot.sum(0), 1)[:, None]
-    if spherical:
-        norms = np.linalg.norm(c, axis=1, keepdims=True)
-        c = c / np.where(norms > 0, norms, 1.0)
-    return c
+    return normalize(c, np.float64) if spherical else c
 
 
 def _plus_plus(x: np.ndarray, n: int, rng: np.random.Generator, spherical: bool) -> np.ndarray:

@@ -11,13 +11,14 @@ searched again deeper, and what is still short is finished exactly. So a filtere
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..indexes.selection import DEFAULT_EF_SEARCH
+from ..vectors import exact_search
 from ..stores.diagnose import explain_no_match
 
 if TYPE_CHECKING:
@@ -152,44 +153,6 @@ def id_selector(ids: np.ndarray) -> Any:
         mask[ids] = True
         return faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))  # keeps the array alive
     return faiss.IDSelectorBatch(ids)
-
-
-def exact_search(
-    xq: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray]], k: int, metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force ``(D, I)``, shape ``(nq, k)``, over ``(ids, vectors)`` batches, keeping the best
-    ``k`` per query as batches arrive; scores as FAISS gives them (squared distance for ``l2``)."""
-    D, I = _empty(len(xq), k, metric)
-    for ids, xb in batches:
-        d, pos = knn(xq, xb, k, metric)
-        i = np.where(pos >= 0, ids[np.maximum(pos, 0)], -1)
-        D, I = _best(np.hstack([D, d]), np.hstack([I, i]), k, metric)
-    return D, I
-
-
-def knn(xq: np.ndarray, xb: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(D, I)`` of the ``k`` nearest rows of ``xb`` ``(nb, d)`` for each row of ``xq`` ``(nq, d)``;
-    ``I`` indexes ``xb``, ``-1`` pads when ``nb < k``."""
-    xq = np.asarray(xq, dtype=np.float32)
-    xb = np.asarray(xb, dtype=np.float32)
-    scores = xq @ xb.T
-    if metric == "l2":
-        scores = (xq * xq).sum(1)[:, None] - 2 * scores + (xb * xb).sum(1)[None, :]
-    return _best(scores.astype(np.float32), np.broadcast_to(np.arange(len(xb)), scores.shape), k, metric)
-
-
-def _best(D: np.ndarray, I: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``k`` columns of each row, best first; ``-1`` ids always rank last."""
-    key = np.where(I >= 0, D if metric == "l2" else -D, np.inf)
-    if key.shape[1] > k:
-        part = np.argpartition(key, k - 1, axis=1)[:, :k]
-        key, D, I = (np.take_along_axis(a, part, axis=1) for a in (key, D, I))
-    order = np.argsort(key, axis=1, kind="stable")
-    D, I = np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
-    if D.shape[1] < k:
-        pad_d, pad_i = _empty(len(D), k - D.shape[1], metric)
-        D, I = np.hstack([D, pad_d]), np.hstack([I, pad_i])
-    return np.ascontiguousarray(D, dtype=np.float32), np.ascontiguousarray(I, dtype=np.int64)
 
 
 def _empty(nq: int, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..types import Hit
+from ..vectors import normalize
 from .searcher import check_k
 
 if TYPE_CHECKING:
@@ -48,8 +49,7 @@ def combine(vectors: np.ndarray, weights: Sequence[float], metric: str) -> np.nd
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
+    return normalize(x, np.float64)  # float64: slerp and MMR compare angles closely
 
 
 _TOKEN = re.compile(

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..ingest.records import open_image
-from ..ingest.sources import IMAGE_SUFFIXES
+from ..media import IMAGE_SUFFIXES, open_image
 from ..types import Hit, Item
 from ..vectors import as_matrix, prepare
 
