@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 TEXT = "text"
 IMAGE = "image"
@@ -12,12 +12,13 @@ VECTOR = "vector"
 MODALITIES = (TEXT, IMAGE, VECTOR)
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     """One search result.
 
     ``score`` is the similarity for the ``cosine`` and ``ip`` metrics (higher is closer) and the
     squared Euclidean distance for ``l2`` (lower is closer); hits always come closest first.
+    A named tuple: immutable, and made in a fraction of a dataclass's time (a batch search
+    builds thousands).
     """
 
     id: int
@@ -26,7 +27,7 @@ class Hit:
     source: str | None
     modality: str
     text: str | None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any]
     document: str | None = None  # the document a passage belongs to (its own key otherwise)
 
     @property

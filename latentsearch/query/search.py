@@ -109,14 +109,17 @@ def hits_from_ranked(rows: Sequence[Sequence[tuple[int, float]]], store: ItemSou
     """Hits for lists of ``(id, score)``, the items of the whole batch fetched in one query;
     ids deleted since the index snapshot are skipped."""
     items = store.get(list({i for row in rows for i, _ in row}))
-    return [
-        [
-            Hit(item.id, float(score), item.key, item.source, item.modality, item.text, item.metadata, item.document)
-            for item_id, score in row
-            if (item := items.get(item_id)) is not None
-        ]
-        for row in rows
-    ]
+    make = Hit._make
+    out = []
+    for row in rows:
+        hits = []
+        for item_id, score in row:
+            item = items.get(item_id)
+            if item is not None:
+                hits.append(make((item_id, float(score), item.key, item.source, item.modality, item.text,
+                                  item.metadata, item.document)))
+        out.append(hits)
+    return out
 
 
 def best_per_document(hits: list[Hit], k: int) -> list[Hit]:
