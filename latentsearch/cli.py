@@ -143,7 +143,7 @@ def index(
 
     chunking = None if no_chunk else ChunkConfig(max_tokens=max_tokens, overlap_tokens=overlap)
     col.lock_timeout = wait
-    with col:
+    with col, col.writing():  # a held lock fails here, before any model loads
         if col.encoder_changed():
             click.echo(
                 f"the encoder {col.config.encoder} gives different vectors than when {collection} was "
@@ -184,7 +184,7 @@ def _run_with_progress(
         TextColumn("indexing"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("items · {task.fields[rate]:.1f} items/s"),
+        TextColumn("inputs · {task.fields[rate]:.1f} inputs/s"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -192,7 +192,7 @@ def _run_with_progress(
     with Progress(*columns, transient=True, console=stderr_console()) as bar:
         task = bar.add_task("index", total=None, rate=0.0)
 
-        def count() -> None:  # lists the inputs without reading them; passages are not counted
+        def count() -> None:  # lists the inputs (files, records) without reading them
             bar.update(task, total=sum(1 for _ in records_from_paths(paths, fields)))
 
         threading.Thread(target=count, name="latentsearch-count", daemon=True).start()
@@ -207,9 +207,11 @@ def _run_with_progress(
 
 def _print_report(report: Any) -> None:
     pruned = f", pruned {report.pruned}" if report.pruned else ""
+    removed = f", removed {report.removed} passages no longer in their document" if report.removed else ""
     click.echo(
-        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"skipped {len(report.skipped)}{pruned} in {report.seconds:.1f} s ({report.items_per_second:.1f} items/s)"
+        f"{report.inputs} inputs: added {report.added} items, updated {report.updated}{removed}, "
+        f"unchanged {report.unchanged}, skipped {len(report.skipped)}{pruned} in {report.seconds:.1f} s "
+        f"({report.items_per_second:.1f} items/s)"
     )
     if report.stages:
         busy = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.stages.items())
@@ -361,7 +363,9 @@ def delete(collection: Path, ids: tuple[int, ...], keys: tuple[str, ...]) -> Non
     with Collection.open(collection) as col:
         n = col.delete(ids=ids, keys=keys)
     click.echo(f"deleted {n} of {len(ids) + len(keys)} items")
-    if n < len(ids) + len(keys):
+    missing = [f"id {i}" for i in n.missing_ids] + [f"key {k!r}" for k in n.missing_keys]
+    if missing:
+        click.echo(f"not found: {', '.join(missing)}", err=True)
         sys.exit(EXIT_SKIPPED)
 
 

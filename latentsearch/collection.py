@@ -4,7 +4,7 @@ It builds, once, the store (:class:`~latentsearch.stores.sql.SqlStore`), the enc
 (:class:`~latentsearch.encoders.lazy.LazyEncoder`), the index owner
 (:class:`~latentsearch.indexes.sync.IndexSync`), the :class:`~latentsearch.ingest.writer.Writer`
 and the :class:`~latentsearch.query.searcher.Searcher`, each given exactly the collaborators it
-needs, and forwards to them. See ``docs/architecture.md``.
+needs, and forwards to them. See the README, "Architecture and concurrency".
 """
 
 from __future__ import annotations

@@ -64,11 +64,15 @@ class Skipped:
 
 @dataclass
 class IndexReport:
-    """What one ingestion run did."""
+    """What one ingestion run did. ``inputs`` counts what was read (files and records, as the
+    progress bar does); ``added``, ``updated`` and ``removed`` count items (a long document is
+    several passages); ``unchanged`` and ``skipped`` count inputs."""
 
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    inputs: int = 0
+    removed: int = 0  # passages a changed document no longer has
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[Skipped] = field(default_factory=list)  # indexed, but worth knowing about
     seconds: float = 0.0
@@ -86,6 +90,8 @@ class IndexReport:
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "inputs": self.inputs,
+            "removed": self.removed,
             "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
             "warnings": [{"source": s.source, "reason": s.reason} for s in self.warnings],
             "pruned": self.pruned,

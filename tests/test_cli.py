@@ -74,7 +74,7 @@ def search_json(col: Path, *args: object) -> list[dict]:
 def test_index_prints_a_summary(tmp_path, corpus):
     result = run("index", tmp_path / "col", corpus, "--encoder", ENC)
     assert_ok(result)
-    assert result.stdout.startswith("added 3, updated 0, unchanged 0, skipped 0 in ")
+    assert result.stdout.startswith("3 inputs: added 3 items, updated 0, unchanged 0, skipped 0 in ")
     assert "items/s" in result.stdout
     assert (tmp_path / "col" / "latentsearch.json").exists()
     manifest = json.loads((tmp_path / "col" / "latentsearch.json").read_text())
@@ -99,7 +99,7 @@ def test_index_with_a_bad_file_exits_3_and_says_why(tmp_path, corpus):
     result = run("index", tmp_path / "col", corpus, tmp_path / "missing.txt", "--encoder", ENC)
     assert_ok(result, code=EXIT_SKIPPED)
     assert EXIT_SKIPPED == 3
-    assert result.stdout.startswith("added 3, updated 0, unchanged 0, skipped 2")
+    assert result.stdout.startswith("5 inputs: added 3 items, updated 0, unchanged 0, skipped 2")
     assert "binary.txt: binary content" in result.stderr
     assert "missing.txt: no such file or folder" in result.stderr
 
@@ -113,7 +113,7 @@ def test_index_with_a_bad_file_exits_3_and_says_why(tmp_path, corpus):
 def test_reindexing_the_same_files_reports_them_unchanged(tmp_path, col, corpus):
     result = run("index", col, corpus)
     assert_ok(result)
-    assert result.stdout.startswith("added 0, updated 0, unchanged 3, skipped 0")
+    assert result.stdout.startswith("3 inputs: added 0 items, updated 0, unchanged 3, skipped 0")
     info = json.loads(run("info", col, "--json").stdout)
     assert (info["items"], info["indexed"]) == (3, 3)  # no duplicates
     (corpus / "cats.txt").write_text("cats purr, sleep and eat")

@@ -797,3 +797,38 @@ def test_adding_a_matrix_writes_in_transactions_and_checks_everything_first(tmp_
     col.close()
     if not store_url.startswith("sqlite"):
         col.store.drop()
+
+
+def test_upsert_keeps_stored_metadata_unless_given(text_col) -> None:
+    [i] = text_col.upsert(["the cat sat on the sofa"], keys=[KEYS[0]])
+    assert i == text_col.ids[0]
+    (item,) = text_col.get([i])
+    assert item.text == "the cat sat on the sofa" and item.metadata == {"n": 0, "even": True}
+    text_col.upsert(["the cat sat on the sofa"], keys=[KEYS[0]], metadata=[{"n": 100}])
+    assert text_col.get([i])[0].metadata == {"n": 100}
+    text_col.upsert(["the cat sat"], keys=[KEYS[0]], metadata=[{}])
+    assert text_col.get([i])[0].metadata == {}
+    [new] = text_col.upsert(["a brand new key"], keys=["fresh"])
+    assert text_col.get([new])[0].metadata == {}
+
+
+def test_delete_names_what_it_did_not_find(text_col) -> None:
+    deleted = text_col.delete(ids=[text_col.ids[1], 10**9], keys=[KEYS[2], "no-such-key"])
+    assert deleted == 2 and deleted.missing_ids == [10**9] and deleted.missing_keys == ["no-such-key"]
+    assert text_col.delete(ids=[text_col.ids[1]]).missing_ids == [text_col.ids[1]]  # gone already
+
+
+def test_a_held_lock_fails_the_index_command_before_any_model_loads(text_col, tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from latentsearch import encoders
+    from latentsearch.cli import cli
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    (tmp_path / "new.txt").write_text("a new file to index")
+    with text_col.writing():
+        monkeypatch.setattr(encoders, "create_encoder", no_model)
+        result = CliRunner().invoke(cli, ["index", str(text_col.path), str(tmp_path / "new.txt"), "--wait", "0.2"])
+    assert result.exit_code == 1 and "another process is writing" in result.output, result.output

@@ -434,3 +434,28 @@ def test_every_record_is_accounted_for_when_ids_repeat_across_files(tmp_path):
         report = col.index_paths([tmp_path / "a.csv", tmp_path / "b.csv"])
         assert report.added + report.updated + report.unchanged + len(report.skipped) == 4
         assert len(col) + len(report.skipped) == 4
+
+
+def test_progress_and_commits_follow_encoded_batches(tmp_path):
+    """Each encoded batch is committed, then reported: an interrupted run keeps what it showed."""
+    import latentsearch
+    from latentsearch.ingest.sources import RecordFields
+
+    data = tmp_path / "records.jsonl"
+    data.write_text("".join(json.dumps({"id": f"r{i}", "text": f"record number {i}"}) + "\n" for i in range(200)))
+    col = latentsearch.create(tmp_path / "col", encoder="hashing:32")
+    seen: list[tuple[int, int]] = []  # (inputs reported, items committed by then)
+    reader = latentsearch.open(tmp_path / "col")
+
+    def progress(n: int) -> None:
+        seen.append((n, len(reader)))
+
+    report = col.index_paths([data], RecordFields(), batch_size=8, progress=progress)
+    assert report.added == 200 and report.inputs == 200
+    assert sum(n for n, _ in seen) == 200 and max(n for n, _ in seen) <= 8 and len(seen) >= 25
+    done = 0
+    for n, committed in seen:
+        done += n
+        assert committed >= done  # what the bar shows is in the store already
+    reader.close()
+    col.close()

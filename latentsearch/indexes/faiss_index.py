@@ -22,7 +22,7 @@ import numpy as np
 from ..config import atomic_write_bytes, fsync_dir
 from ..devices import faiss_gpu_count
 from ..errors import DimensionMismatchError, InvalidInputError, UnknownSpecError
-from .selection import DEFAULT_EF_SEARCH
+from .selection import DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ def build_faiss(factory: str, dim: int, metric: str) -> Any:
     inner = faiss.downcast_index(inner)
     if hasattr(inner, "do_polysemous_training"):
         inner.do_polysemous_training = False
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efConstruction = DEFAULT_EF_CONSTRUCTION
     return index
 
 

@@ -171,6 +171,20 @@ class Parts(Protocol):
     sync: IndexSync
 
 
+class LazySplitter:
+    """A :class:`Splitter` made on the first text to split: a run with nothing new to index
+    loads no model."""
+
+    def __init__(self, encoder: LazyEncoder, config: ChunkConfig):
+        self.encoder, self.config = encoder, config
+        self._splitter: Splitter | None = None
+
+    def split(self, record: Record) -> list[Record]:
+        if self._splitter is None:  # only the reader thread splits
+            self._splitter = Splitter.for_encoder(self.encoder.get(), self.config)
+        return self._splitter.split(record)
+
+
 def run_ingest(
     parts: Parts,
     records: Iterable[Record | Skipped],
@@ -183,12 +197,13 @@ def run_ingest(
     its own transaction and reported to ``progress`` (with the number of inputs it covered)
     as soon as it is, so an interrupted run keeps every finished batch."""
     report, stages, started = IndexReport(), Stages(), time.perf_counter()
-    splitter = Splitter.for_encoder(parts.encoder.get(), chunking) if chunking is not None else None
+    splitter = LazySplitter(parts.encoder, chunking) if chunking is not None else None
     chunks = chunked(_first_of_each_key(records), budget=batch_size)
     pending: Future[Any] | None = None
     with ThreadPoolExecutor(1, thread_name_prefix="latentsearch-writer") as writer:
         for prep in prefetch(_prepare(parts, chunk, on_conflict, stages, splitter) for chunk in chunks):
             report.unchanged += prep.unchanged
+            report.inputs += prep.size
             report.skipped += prep.skipped
             report.warnings += prep.warnings
             t0 = time.perf_counter()
@@ -217,7 +232,7 @@ def _first_of_each_key(records: Iterable[Record | Skipped]) -> Iterator[Record |
 
 
 def _prepare(
-    parts: Parts, chunk: list[Record | Skipped], on_conflict: str, stages: Stages, splitter: Splitter | None
+    parts: Parts, chunk: list[Record | Skipped], on_conflict: str, stages: Stages, splitter: LazySplitter | None
 ) -> Prepared:
     t0 = time.perf_counter()
     prep = Prepared(size=len(chunk))
@@ -246,9 +261,9 @@ def _prepare(
         if record.warning:
             prep.warnings.append(Skipped(record.source or str(record.key), record.warning))
         if splitter is not None and record.modality == TEXT:
-            parts = splitter.split(record)
-            if len(parts) > 1:
-                loaded += [(p, p.content_hash()) for p in parts]
+            passages = splitter.split(record)
+            if len(passages) > 1:
+                loaded += [(p, p.content_hash()) for p in passages]
                 continue
         loaded.append((record, digest))
     existing = store.keys_to_ids([r.key for r, _ in loaded if r.key is not None])
@@ -259,11 +274,15 @@ def _prepare(
     keep = {r.key for r, _ in loaded}
     prep.stale = [i for i, key in store.items_of_documents(sorted(documents)) if key not in keep]  # type: ignore[arg-type]
     reusable = store.vectors_by_hash([d for r, d in loaded if d and r.modality != VECTOR])
+    # Same content may come with other metadata: then the item is updated (its vector reused).
+    same = [existing[r.key][0] for r, d in loaded if r.key in existing and existing[r.key][1] == d]
+    stored = store.get(same) if same else {}
     for record, digest in loaded:
         old = existing.get(record.key) if record.key is not None else None
         if old:
             prep.existing[record.key] = old[0]  # type: ignore[index]
-        if old and old[1] == digest:  # touched, same content: remember the new stat only
+        if old and old[1] == digest and stored[old[0]].metadata == record.metadata:
+            # touched, same content and metadata: remember the new stat only
             if record.stat is not None:
                 prep.stats[_doc(record)] = (record.stat.size, record.stat.mtime_ns)  # type: ignore[index]
             prep.slots.append(old[0])
@@ -347,7 +366,7 @@ def _write(parts: Parts, prep: Prepared, vectors: np.ndarray, stages: Stages, pr
     stages.write += time.perf_counter() - t0
     if progress:
         progress(prep.size)
-    return {"added": len(new_ids), "updated": len(updates), "ids": ids}
+    return {"added": len(new_ids), "updated": len(updates), "removed": len(prep.stale), "ids": ids}
 
 
 def _index_rows(
@@ -365,6 +384,7 @@ def _index_rows(
 def _merge(report: IndexReport, written: dict[str, Any]) -> None:
     report.added += written["added"]
     report.updated += written["updated"]
+    report.removed += written["removed"]
     report.ids.extend(written["ids"])
 
 
