@@ -3,6 +3,9 @@
 PostgreSQL tests need the server at ``LATENTSEARCH_TEST_PG`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``). When it cannot be reached they are
 skipped, except under CI (``CI`` set to a true value), where they fail: CI must run them.
+
+Subprocesses the tests start (the CLI, the benchmark scripts) import the same ``latentsearch``
+as the tests do, even when another copy is installed: its checkout goes first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+import latentsearch
+
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+_CHECKOUT = Path(latentsearch.__file__).resolve().parents[1]
+if (_CHECKOUT / "pyproject.toml").exists():  # a source checkout, not site-packages
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(_CHECKOUT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def _ci() -> bool:

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The data shared between checkouts (../shared next to the clone; LATENTSEARCH_SHARED moves it),
+# by the same rule as benchmarks/_common.py, so the scripts the tests run find the same data.
+SHARED = Path(os.environ.get("LATENTSEARCH_SHARED", ROOT.parent / "shared"))
+DATASETS = SHARED / "datasets"
+
+
+def needs_dataset(name: str) -> pytest.MarkDecorator:
+    """Skip unless ``DATASETS / name`` exists (a fresh clone has no ../shared), saying where it looked."""
+    path = DATASETS / name
+    return pytest.mark.skipif(not path.is_dir(), reason=f"needs the {name} dataset at {path} (../shared/datasets, "
+                                                        "or LATENTSEARCH_SHARED)")
 
 
 def assert_matrix(out: np.ndarray, n: int, dim: int) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from latentsearch.evaluation.bench import beir_quality
-from helpers import write_beir  # noqa: E402
+from helpers import needs_dataset, write_beir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +28,7 @@ def test_beir_quality_scores_a_tiny_dataset(tmp_path):
     assert again.metrics["ndcg@1"] == pytest.approx(1.0)
 
 
+@needs_dataset("reference")  # the script compares with the published scores kept there
 def test_scifact_script_runs_on_tiny_data(tmp_path):
     data = write_beir(tmp_path / "tiny")
     out = tmp_path / "result.json"
@@ -40,9 +41,6 @@ def test_scifact_script_runs_on_tiny_data(tmp_path):
     result = json.loads(out.read_text())
     assert result["metrics"]["ndcg@10"] > 0.9
     assert "ndcg@10" in proc.stdout and result["machine"]["libraries"]["latentsearch"]
-
-
-DATASETS = ROOT.parent / "shared" / "datasets"
 
 
 def run_script(name: str, *args: str, tmp_path: Path) -> dict:
@@ -60,23 +58,26 @@ def run_script(name: str, *args: str, tmp_path: Path) -> dict:
 def test_vectors_benchmark_runs_on_tiny_data(tmp_path, dtype):
     result = run_script("vectors", "--n", "3000", "--dim", "16", "--index", "IVF8,Flat", "--chunk", "1000",
                         "--vector-dtype", dtype, tmp_path=tmp_path)
-    assert result["n"] == 3000 and result["vectors_per_second"] > 0 and result["peak_rss_mib"] > 0
-    assert result["vector_dtype"] == dtype and 0 < result["searchable_seconds"] <= result["latentsearch_seconds"]
+    # Timings are rounded (to 0.01 s): on a fast machine a short one may round to 0.
+    assert result["n"] == 3000 and result["vectors_per_second"] >= 0 and result["peak_rss_mib"] > 0
+    assert result["vector_dtype"] == dtype and 0 <= result["searchable_seconds"] <= result["latentsearch_seconds"]
 
 
-@pytest.mark.skipif(not (DATASETS / "scifact").is_dir(), reason="needs ../shared/datasets/scifact")
+@needs_dataset("scifact")
 def test_ingest_benchmark_runs_on_tiny_data(tmp_path):
     result = run_script("ingest", "--limit", "40", "--encoder", "hashing:64", tmp_path=tmp_path)
-    assert result["documents"] == 40 and result["ratio"] > 0
+    assert result["documents"] == 40 and result["ratio"] >= 0  # rounded
 
 
-@pytest.mark.skipif(not (DATASETS / "cifar10-test").is_dir(), reason="needs ../shared/datasets/cifar10-test")
+@pytest.mark.slow
+@needs_dataset("cifar10-test")
 def test_images_benchmark_runs_on_tiny_data(tmp_path):
     result = run_script("images", "--limit", "24", "--model", "test_resnet", "--batch-size", "8", tmp_path=tmp_path)
-    assert result["images"] == 24 and result["latentsearch_seconds"] > 0
+    assert result["images"] == 24 and result["latentsearch_seconds"] >= 0  # rounded to 0.01 s
 
 
-@pytest.mark.skipif(not (DATASETS / "siftsmall").is_dir(), reason="needs ../shared/datasets/siftsmall")
+@pytest.mark.slow
+@needs_dataset("siftsmall")
 def test_ann_benchmark_runs_on_siftsmall(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "ann.py"), "--index", "Flat", "--index", "HNSW16?efSearch=16,64",

@@ -228,6 +228,7 @@ def full_index_rankings(data: Path, collection: Path) -> tuple[list[float], list
     return [average_precision(m) for m in matches], [precision_at_k(m, 1) for m in matches]
 
 
+@pytest.mark.slow
 def test_image_quality_with_a_timm_encoder(images: Path, tmp_path: Path):
     pytest.importorskip("timm")
     result = image_quality(images, tmp_path / "col", encoder="timm:test_resnet?pretrained=false", ks=(1, 5))

@@ -23,8 +23,8 @@ from latentsearch.evaluation.metrics import (
     recall_at_k,
     recall_against_exact,
 )
+from helpers import DATASETS, needs_dataset  # noqa: E402
 
-SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "scifact"
 
 # q1: R = 3 relevant (d1=2, d2=1, d4=1); d3 is judged non-relevant; d5 is unjudged.
 # Ranking d1, d3, d2, d5, d4  ->  relevance by rank 1..5: 2, 0, 1, 0, 1.
@@ -354,9 +354,9 @@ def test_load_beir_errors(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SCIFACT.is_dir(), reason=f"no SciFact BEIR folder at {SCIFACT}")
+@needs_dataset("scifact")
 def test_load_beir_scifact():
-    ds = load_beir(SCIFACT)
+    ds = load_beir(DATASETS / "scifact")
     assert len(ds.queries) == 300
     assert sum(len(docs) for docs in ds.qrels.values()) == 339
     assert set(ds.queries) == set(ds.qrels)

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from .. import testing_hooks
 from ..errors import CorruptCollectionError, InvalidInputError, LatentSearchError
 from .bulk import BulkInsert, Same, SelectByIds
 from .bulk import chunks as _chunks
@@ -250,6 +251,7 @@ class SqlStore(ReadMethods, FullTextMixin, ClusterTablesMixin):
             ops = ["add"] * len(ids) + ["update"] * len(updates) + ["delete"] * len(deletes)
             if changed:
                 self._log_changes(conn, changed, ops)
+        testing_hooks.after_commit()
         return ids
 
     def insert_vectors(self, vectors: np.ndarray, metadata: Sequence[dict[str, Any]] | None = None) -> list[int]:
@@ -268,6 +270,7 @@ class SqlStore(ReadMethods, FullTextMixin, ClusterTablesMixin):
                 "vector": [row.tobytes() for row in self.stored_vectors(vectors)],
             }, now)
             self._log_changes(conn, ids, Same("add"))
+        testing_hooks.after_commit()
         return ids
 
     def _next_ids(self, conn: Connection, n: int) -> list[int]:
@@ -347,6 +350,7 @@ class SqlStore(ReadMethods, FullTextMixin, ClusterTablesMixin):
             rows = [{"id": i, "vector": self._row_vector(v)} for i, v in vectors.items()]
             session.execute(update(ItemRow), rows)
             self._log_changes(session.connection(), list(vectors), Same("update"))
+        testing_hooks.after_commit()
 
     def size_bytes(self) -> int | None:
         """Bytes the store takes on disk, where the database can say."""
