@@ -10,22 +10,19 @@ needs, and forwards to them. See the README, "Architecture and concurrency".
 from __future__ import annotations
 
 import logging
-import re
-import secrets
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
 from . import __version__
-from .config import CollectionConfig, manifest_path, read_manifest, write_manifest
-from .encoders import ENCODERS, create_encoder
+from .config import CollectionConfig, read_manifest, write_manifest
+from .encoders import ENCODERS, check_remote_code, create_encoder, remote_code_allowed, runs_remote_code
 from .encoders.base import Encoder
 from .encoders.lazy import NO_ENCODER, LazyEncoder
-from .errors import CollectionExistsError, CollectionNotFoundError, EncoderMismatchError, InvalidInputError
+from .errors import CollectionNotFoundError, EncoderMismatchError, InvalidInputError
+from .identity import STORE_FILE, check_free, check_store, discard, new_collection_id, publish, schema_name, stage
+from .indexes.consistency import VERIFY_SAMPLE
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec
 from .indexes.sync import INDEX_FILE, INDEX_META, IndexSync
@@ -36,7 +33,6 @@ from .types import Hit, IndexReport, Item
 
 log = logging.getLogger(__name__)
 
-STORE_FILE = "metadata.db"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -73,11 +69,12 @@ class Collection:
         config: CollectionConfig,
         encoder: Encoder | None = None,
         read_consistency_interval: float | None = 0.0,
+        trust_remote_code: bool = False,
     ):
         self.path = path
         url = config.store_url or sqlite_url(path / STORE_FILE)
         self.store = SqlStore(url, config.dim, config.vector_dtype, config.store_schema)
-        self.encoder_slot = LazyEncoder(config.encoder, config.encoder_fingerprint, encoder)
+        self.encoder_slot = LazyEncoder(config.encoder, config.encoder_fingerprint, encoder, trust_remote_code, path)
         self.sync = IndexSync(path, self.store, config.dim, config.metric, config.index, read_consistency_interval)
         self.writer = Writer(path, config, self.store, self.encoder_slot, self.sync)
         self.searcher = Searcher(path, config.dim, config.metric, self.store, self.encoder_slot, self.sync)
@@ -96,12 +93,13 @@ class Collection:
         dim: int | None = None,
         vector_dtype: str = "float32",
     ) -> Collection:
-        """A new, empty collection at ``path``. ``encoder=None`` stores precomputed vectors of ``dim``."""
+        """A new, empty collection at ``path``. ``encoder=None`` stores precomputed vectors of ``dim``.
+
+        Built in a hidden sibling folder and renamed into place: a create killed half-way leaves
+        nothing at ``path``, and the next create there removes what it left."""
         path = Path(path).expanduser()
-        if manifest_path(path).exists():
-            raise CollectionExistsError(f"a collection already exists at {path}; open it instead")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise CollectionExistsError(f"{path} exists and is not an empty folder")
+        path = path.resolve() if path.is_symlink() else path
+        check_free(path)
         spec = IndexSpec.parse(index)
         if not spec.is_auto and dim:
             FaissIndex(spec.factory, int(dim), metric)  # a bad spec fails before a model loads
@@ -117,35 +115,49 @@ class Collection:
             index=str(spec),
             encoder_fingerprint=enc.fingerprint() if enc else "",
             store_url=store,
-            store_schema=_schema_name(path) if store and not store.startswith("sqlite") else None,
+            store_schema=schema_name(path) if store and not store.startswith("sqlite") else None,
             vector_dtype=vector_dtype,
             created_by=f"latentsearch {__version__}",
+            collection_id=new_collection_id(),
         )
         if not spec.is_auto:
             FaissIndex(spec.factory, config.dim, metric)  # a bad spec fails before anything is written
-        created = not path.exists()
-        path.mkdir(parents=True, exist_ok=True)
-        self = cls(path, config, enc)
+        staged, lock = stage(path)
         try:
-            self.store.create({"encoder": config.encoder, "dim": str(config.dim), "metric": metric})
-            write_manifest(path, config)  # last: a folder without a manifest is no collection
+            write_manifest(staged, config)  # first: what a killed create leaves names its store
+            made = SqlStore(config.store_url or sqlite_url(staged / STORE_FILE), config.dim, vector_dtype, config.store_schema)
+            try:
+                made.create({"encoder": config.encoder, "dim": str(config.dim), "metric": metric,
+                             "vector_dtype": vector_dtype, "collection_id": config.collection_id})  # type: ignore[dict-item]
+            finally:
+                made.close()
+            publish(staged, path)
         except BaseException:
-            self.store.close()
-            if config.store_schema:
-                _try(self.store.drop)
-            shutil.rmtree(path) if created else [p.unlink() for p in path.iterdir() if p.is_file()]
+            if staged.exists():
+                discard(staged, config)
             raise
-        return self
+        finally:
+            lock.release(force=True)
+        return cls(path, config, enc, trust_remote_code=True)  # the caller named the encoder
 
     @classmethod
     def open(
-        cls, path: str | Path, encoder: str | None = None, read_consistency_interval: float | None = 0.0
+        cls,
+        path: str | Path,
+        encoder: str | None = None,
+        read_consistency_interval: float | None = 0.0,
+        trust_remote_code: bool = False,
     ) -> Collection:
         """The collection at ``path``. Naming an ``encoder`` checks it is the one that built it.
 
         ``read_consistency_interval``: how often (seconds) a search first checks the store for
         writes by other processes; ``0`` (default) before every search, ``None`` never after
-        the index is loaded. This process's own writes are always seen at once."""
+        the index is loaded. This process's own writes are always seen at once.
+
+        ``trust_remote_code``: allow an encoder whose model runs its own Python code
+        (``?trust_remote_code=true`` in the manifest's spec); without it, or
+        ``LATENTSEARCH_TRUST_REMOTE_CODE=1``, or naming that ``encoder``, such a collection is
+        refused before any model code loads."""
         path = Path(path).expanduser()
         try:
             config = read_manifest(path)
@@ -154,8 +166,14 @@ class Collection:
                 f"no collection at {path}; create one with `latentsearch index {path} FILES...` "
                 "or latentsearch.create()"
             ) from None
-        self = cls(path, config, read_consistency_interval=read_consistency_interval)
-        self.store.check_schema()
+        trusted = remote_code_allowed(trust_remote_code) or (encoder is not None and runs_remote_code(encoder))
+        check_remote_code(config.encoder, trusted, path)
+        self = cls(path, config, read_consistency_interval=read_consistency_interval, trust_remote_code=trusted)
+        try:
+            check_store(path, config, self.store)
+        except BaseException:
+            self.store.close()
+            raise
         if encoder is not None and not self._same_encoder(encoder):
             raise EncoderMismatchError(
                 f"the collection at {path} was built with the encoder {config.encoder!r}, "
@@ -262,20 +280,11 @@ class Collection:
         found = self.store.get(ids)
         return [found[int(i)] for i in ids if int(i) in found]
 
-    def verify(self) -> dict[str, Any]:
-        """Compare the index with the store: every stored item indexed once, nothing else."""
-        self.sync.catch_up()
-        with self.sync.reading() as index:
-            stored = self.store.ids()
-            indexed = index.ids()
-        unique, counts = np.unique(indexed, return_counts=True)
-        return {
-            "items": int(len(stored)),
-            "indexed": int(len(indexed)),
-            "missing_from_index": np.setdiff1d(stored, unique).tolist(),
-            "not_in_store": np.setdiff1d(unique, stored).tolist(),
-            "indexed_twice": unique[counts > 1].tolist(),
-        }
+    def verify(self, vectors: int = VERIFY_SAMPLE) -> dict[str, Any]:
+        """Compare the index with the store: every stored item indexed once, nothing else, and
+        the vectors of ``vectors`` items (all in a collection that small, else a random sample)
+        the store's where the index type can give them back (``vectors_checked``, ``vectors_differ``)."""
+        return self.sync.verify(vectors)
 
     def info(self) -> dict[str, Any]:
         """What ``latentsearch info`` prints (loads the index)."""
@@ -295,6 +304,7 @@ class Collection:
             "index_bytes": sum(p.stat().st_size for p in files if p.exists()),
             "vector_dtype": self.config.vector_dtype,
             "created_by": self.config.created_by,
+            "collection_id": self.config.collection_id,
         }
 
     # -- latent-space queries (query/latent.py) ----------------------------------------------------
@@ -366,18 +376,6 @@ class Collection:
         from .query.corpus_clusters import members
 
         return members(self.store, cluster_id, limit)
-
-
-def _schema_name(path: Path) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "_", path.name.lower()).strip("_")[:40] or "collection"
-    return f"ls_{slug}_{secrets.token_hex(4)}"
-
-
-def _try(fn: Callable[[], Any]) -> None:
-    try:
-        fn()
-    except Exception as exc:  # cleanup after a failure must not hide the failure
-        log.warning("cleanup failed: %s", exc)
 
 
 # Re-exported for callers that imported the report type from here.

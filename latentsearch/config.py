@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,10 @@ class CollectionConfig:
     format_version: int = FORMAT_VERSION
     created_by: str = ""
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    # Made once by ``create`` and recorded in the store and the index snapshot too, so that files
+    # from another collection are recognised (see identity.py). None: made by an older version
+    # (unbound), given one by the next write.
+    collection_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -89,9 +94,49 @@ def write_manifest(folder: Path, config: CollectionConfig) -> None:
     )
 
 
+def temp_path(path: Path) -> Path:
+    """Where this process writes ``path`` before renaming it into place."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def clean_stale_temps(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files (see :func:`temp_path`) of ``names`` left by processes that
+    died before renaming them (a kill during a save); returns what was removed. Call it holding
+    the writer lock: no other process writes these files then."""
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP.fullmatch(entry.name)
+        if not m or m["name"] not in names or int(m["pid"]) == os.getpid() or pid_alive(int(m["pid"])):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+from ..errors import LatentSearchError
 from ..registry import Registry
 from .base import Encoder
 
@@ -38,9 +41,47 @@ def create_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
     return ENCODERS.create(spec)
 
 
+TRUST_REMOTE_CODE_ENV = "LATENTSEARCH_TRUST_REMOTE_CODE"
+
+
+class RemoteCodeRefusedError(LatentSearchError):
+    """A collection whose encoder would run the model's own Python code, opened without the
+    user's say-so (``trust_remote_code=True`` or ``LATENTSEARCH_TRUST_REMOTE_CODE=1``)."""
+
+
+def runs_remote_code(spec: str) -> bool:
+    """Whether the encoder ``spec`` asks to run Python code shipped with its model
+    (``?trust_remote_code=true``; any value but an explicit false counts)."""
+    try:
+        value = ENCODERS.resolve(spec).options.get("trust_remote_code")
+    except LatentSearchError:
+        return False
+    return value is not None and value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def remote_code_allowed(explicit: bool = False) -> bool:
+    """The user's decision: ``explicit`` (an argument), or the environment variable set true."""
+    return explicit or os.environ.get(TRUST_REMOTE_CODE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_remote_code(spec: str, allowed: bool, where: object) -> None:
+    """Refuse, before any model code loads, an encoder spec read from a collection's files that
+    would run the model's own Python code, unless the user allowed it."""
+    if runs_remote_code(spec) and not remote_code_allowed(allowed):
+        raise RemoteCodeRefusedError(
+            f"the collection at {where} uses the encoder {spec!r}, which runs Python code that comes with "
+            "the model (trust_remote_code=true); a collection's files do not get to decide that, so it was "
+            f"not loaded. If you trust that code, set {TRUST_REMOTE_CODE_ENV}=1 or open the collection "
+            "with trust_remote_code=True"
+        )
+
+
 def list_encoders() -> list[tuple[str, str, str]]:
     """(kind, origin, description) for the built-in encoders and the installed plugins."""
     return ENCODERS.describe()
 
 
-__all__ = ["ENCODERS", "DEFAULT_ENCODER", "Encoder", "create_encoder", "list_encoders"]
+__all__ = [
+    "ENCODERS", "DEFAULT_ENCODER", "TRUST_REMOTE_CODE_ENV", "Encoder", "RemoteCodeRefusedError",
+    "check_remote_code", "create_encoder", "list_encoders", "remote_code_allowed", "runs_remote_code",
+]

@@ -13,10 +13,19 @@ NO_ENCODER = "none"
 class LazyEncoder:
     """The collection's encoder by its pinned ``spec`` and ``fingerprint``; the model loads on
     the first :meth:`get` (never for a collection of precomputed vectors, nor for work that
-    needs no model), and only one thread loads it."""
+    needs no model), and only one thread loads it. A spec that runs the model's own code
+    (``trust_remote_code``) loads only when ``trust_remote_code`` (the user's decision) is true."""
 
-    def __init__(self, spec: str, fingerprint: str, encoder: Encoder | None = None):
+    def __init__(
+        self,
+        spec: str,
+        fingerprint: str,
+        encoder: Encoder | None = None,
+        trust_remote_code: bool = False,
+        where: object = "its path",
+    ):
         self.spec, self.fingerprint = spec, fingerprint
+        self.trust_remote_code, self.where = trust_remote_code, where  # where: the collection, for messages
         self._encoder = encoder
         self._lock = threading.Lock()
 
@@ -42,8 +51,9 @@ class LazyEncoder:
         refused unless ``allow_changed`` (re-embedding needs it)."""
         with self._lock:
             if self._encoder is None and self.present:
-                from . import create_encoder
+                from . import check_remote_code, create_encoder
 
+                check_remote_code(self.spec, self.trust_remote_code, self.where)
                 encoder = create_encoder(self.spec)
                 if not allow_changed and self._changed(encoder):
                     raise EncoderMismatchError(
@@ -61,8 +71,9 @@ class LazyEncoder:
             return False
         with self._lock:
             if self._encoder is None:
-                from . import create_encoder
+                from . import check_remote_code, create_encoder
 
+                check_remote_code(self.spec, self.trust_remote_code, self.where)
                 self._encoder = create_encoder(self.spec)
             return self._changed(self._encoder)
 

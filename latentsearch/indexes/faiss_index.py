@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import atomic_write_bytes, fsync_dir
+from ..config import atomic_write_bytes, fsync_dir, temp_path
 from ..devices import faiss_gpu_count
 from ..errors import DimensionMismatchError, InvalidInputError, UnknownSpecError
 from .selection import DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH
@@ -119,6 +119,7 @@ class Snapshot:
     dead: int
     file_bytes: int
     file_digest: str
+    collection_id: str | None = None  # the collection whose store it was built from (None: older versions)
 
 
 class FaissIndex:
@@ -338,15 +339,18 @@ class FaissIndex:
 
     # -- persistence --------------------------------------------------------------------------
 
-    def save(self, index_path: Path, meta_path: Path, spec: str, watermark: int) -> Snapshot:
-        """Write the index, then its ``index.json``, each atomically; returns what was written.
+    def save(
+        self, index_path: Path, meta_path: Path, spec: str, watermark: int, collection_id: str | None = None
+    ) -> Snapshot:
+        """Write the index, then its ``index.json`` (which names ``collection_id``), each
+        atomically; returns what was written.
 
         A crash between the two renames leaves a json whose digest does not match the file,
         which :meth:`load` treats as no snapshot (the collection then rebuilds from the store).
         """
         import faiss
 
-        tmp = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
+        tmp = temp_path(index_path)
         faiss.write_index(self.index, str(tmp))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -359,6 +363,7 @@ class FaissIndex:
             dead=self.dead,
             file_bytes=tmp.stat().st_size,
             file_digest=file_digest(tmp),
+            collection_id=collection_id,
         )
         os.replace(tmp, index_path)
         fsync_dir(index_path.parent)

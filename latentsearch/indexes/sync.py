@@ -5,7 +5,9 @@ sequence number, the *watermark*. Everything that changes the index happens here
 readers–writer lock, so any number of threads may search while writes are applied one at a time
 and never half-way through a search:
 
-- :meth:`load` reads the snapshot (``index.faiss`` + ``index.json``) or rebuilds from the store;
+- :meth:`load` reads the snapshot (``index.faiss`` + ``index.json``) or rebuilds from the store
+  (also when the snapshot belongs to another collection, or a sample of its vectors is not the
+  store's);
 - :meth:`catch_up` applies the store's changes after the watermark (other processes' writes, or
   what a crash left unapplied);
 - :meth:`apply` puts one committed write of this process into the index, and :meth:`submit` does
@@ -27,12 +29,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import fasteners
 import numpy as np
 
-from .faiss_index import FaissIndex
+from .consistency import VERIFY_SAMPLE, differing, not_changed_since, snapshot_differs, vector_sample
+from .faiss_index import FaissIndex, Snapshot
 from .selection import IndexSpec, choose_auto
 
 if TYPE_CHECKING:
@@ -75,6 +78,7 @@ class IndexSync:
         self._pending: Future[None] | None = None
         self._submitted = 0  # the newest change handed to the index thread
         self._listeners: list[ChangeListener] = []
+        self.collection_id: str | None = None  # the store's, read on load; written into snapshots
 
     # -- cheap state ---------------------------------------------------------------------------
 
@@ -110,19 +114,48 @@ class IndexSync:
         with self._load_lock:
             if self._index is None:
                 search = IndexSpec.parse(self.spec).search
+                self.collection_id = self.store.collection_id()
                 loaded = FaissIndex.load(
                     self.folder / INDEX_FILE, self.folder / INDEX_META, self.dim, self.metric, search
                 )
-                if loaded is None or loaded[1].spec != self.spec or loaded[1].watermark > self.store.max_seq():
-                    log.info("building the index of %s from the store (no usable snapshot)", self.folder)
+                refused = self._refused(*loaded) if loaded is not None else (logging.INFO, "no usable snapshot")
+                if refused is not None:
+                    level, why = refused
+                    log.log(level, "building the index of %s from the store (%s)", self.folder, why)
                     self._install(*self._build(self.spec))
                 else:
-                    index, snap = loaded
+                    index, snap = loaded  # type: ignore[misc]
                     with self._rw.write_lock():
                         self._index, self._watermark = index, snap.watermark
                         self._saved_watermark = snap.watermark
         self.catch_up()
         return self._index  # type: ignore[return-value]
+
+    def _refused(self, index: FaissIndex, snap: Snapshot) -> tuple[int, str] | None:
+        """Why a snapshot read from disk must not be used (log level, reason), or None."""
+        if snap.spec != self.spec:
+            return logging.INFO, f"the snapshot is of the index {snap.spec!r}, not {self.spec!r}"
+        if snap.watermark > self.store.max_seq():
+            return logging.INFO, "the snapshot holds changes the store does not (a store restored from a backup?)"
+        if snap.collection_id != self.collection_id:
+            return logging.WARNING, (
+                f"the snapshot {INDEX_FILE} belongs to another collection (id {snap.collection_id}; "
+                f"the store's is {self.collection_id}): it was copied from elsewhere"
+            )
+        bad = snapshot_differs(index, self.store, snap.watermark)
+        if bad:
+            return logging.WARNING, (
+                f"the snapshot {INDEX_FILE} holds other vectors than the store for items {bad}: "
+                "it was built from another store"
+            )
+        return None
+
+    def bound(self, collection_id: str) -> None:
+        """The store now names this collection id (an older collection given one): the next
+        :meth:`save` writes a snapshot that names it too."""
+        if collection_id != self.collection_id:
+            self.collection_id = collection_id
+            self._saved_watermark = -1
 
     def _build(self, spec: str) -> tuple[FaissIndex, int]:
         """A fresh index of every vector in the store and the change it is complete up to
@@ -274,9 +307,35 @@ class IndexSync:
             return False
         with self._rw.read_lock():  # searches go on; changes wait
             watermark = self._watermark
-            self._index.save(self.folder / INDEX_FILE, self.folder / INDEX_META, self.spec, watermark)
+            self._index.save(
+                self.folder / INDEX_FILE, self.folder / INDEX_META, self.spec, watermark, self.collection_id
+            )
         self._saved_watermark = watermark
         return True
+
+    # -- checking ------------------------------------------------------------------------------
+
+    def verify(self, vectors: int = VERIFY_SAMPLE) -> dict[str, Any]:
+        """Compare the index with the store: every stored item indexed once, nothing else, and
+        the vectors of up to ``vectors`` items (all of them in a collection that small, else a
+        random sample) equal to the store's where the index type can give them back."""
+        self.catch_up()
+        with self.reading() as index:
+            watermark = self._watermark
+            stored = self.store.ids()
+            indexed = index.ids()
+            unique, counts = np.unique(indexed, return_counts=True)
+            check = vector_sample(np.intersect1d(unique, stored), vectors)
+            differ = differing(index, self.store, check)
+        return {
+            "items": int(len(stored)),
+            "indexed": int(len(indexed)),
+            "missing_from_index": np.setdiff1d(stored, unique).tolist(),
+            "not_in_store": np.setdiff1d(unique, stored).tolist(),
+            "indexed_twice": unique[counts > 1].tolist(),
+            "vectors_checked": 0 if differ is None else int(len(check)),
+            "vectors_differ": not_changed_since(self.store, watermark, differ or []),
+        }
 
     def close(self) -> None:
         try:

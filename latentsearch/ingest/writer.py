@@ -5,7 +5,9 @@ Each write operation (``add``, ``upsert``, ``delete``, ``index_paths``, ``reembe
 the process, a lock file beside the manifest across processes and, on PostgreSQL, an advisory
 lock across machines. ``with writer.writing():`` holds it across several operations. On taking
 the lock the index first catches up with what other processes wrote; on releasing it the index
-snapshot is saved when enough changed since the last one (and always by ``close``).
+snapshot is saved when enough changed since the last one (and always by ``close``). The first
+write of a collection made by an older version gives it its collection id (``identity.bind``),
+and writes remove temporary files that killed processes left.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ..config import CollectionConfig, write_manifest
+from ..config import MANIFEST, CollectionConfig, clean_stale_temps, write_manifest
 from ..encoders.lazy import LazyEncoder
 from ..errors import CollectionLockedError, InvalidInputError
+from ..identity import bind
 from ..indexes.faiss_index import FaissIndex
 from ..indexes.selection import IndexSpec
-from ..indexes.sync import IndexSync
+from ..indexes.sync import INDEX_FILE, INDEX_META, IndexSync
 from ..stores.sql import SqlStore
 from ..types import IndexReport, Skipped
 from ..vectors import as_matrix, prepare
@@ -121,6 +124,7 @@ class Writer:
     def __init__(self, path: Path, config: CollectionConfig, store: SqlStore, encoder: LazyEncoder, sync: IndexSync):
         self.path, self.config, self.store, self.encoder, self.sync = path, config, store, encoder, sync
         self.lock = WriteLock(path, store)
+        self._bound = False  # whether the manifest and the store were seen to name one collection id
         self._after_write: list[Any] = []  # callables run (holding the lock) before it is released
 
     def after_write(self, fn: Any) -> None:
@@ -133,7 +137,12 @@ class Writer:
         outermost = self.lock.acquire()
         try:
             if outermost:
+                clean_stale_temps(self.path, (INDEX_FILE, INDEX_META, MANIFEST))  # a killed save's
                 self.sync.catch_up()  # what other processes wrote, before this process writes
+                if not self._bound:
+                    self.config = bind(self.path, self.config, self.store)
+                    self.sync.bound(self.config.collection_id)  # type: ignore[arg-type]
+                    self._bound = True
             yield
             if outermost:
                 self._finish()

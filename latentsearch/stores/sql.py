@@ -39,6 +39,7 @@ from .reads import ReadMethods
 
 ITEM_COLUMNS = ("id", "key", "source", "modality", "text", "metadata", "content_hash", "document", "file_size",
                 "file_mtime_ns", "vector", "added_at")
+COLLECTION_ID = "collection_id"  # the info row naming the collection the store belongs to
 ITEM_FIELDS = ("id", "key", "source", "modality", "text", "metadata", "document")  # what get() returns
 
 
@@ -119,7 +120,8 @@ class SqlStore(ReadMethods, FullTextMixin, ClusterTablesMixin):
     # -- schema -------------------------------------------------------------------------------
 
     def create(self, info: dict[str, str]) -> None:
-        """Create the tables (and the schema) and record ``info``."""
+        """Create the tables (and the schema) and record ``info``, in one transaction (on
+        PostgreSQL a killed create leaves no half-made schema)."""
         try:
             with self.engine.begin() as conn:
                 if self.schema:
@@ -127,11 +129,43 @@ class SqlStore(ReadMethods, FullTextMixin, ClusterTablesMixin):
                 Base.metadata.create_all(conn)
                 ClusterBase.metadata.create_all(conn)  # so that reading clusters never creates tables
                 self._create_fulltext(conn)
-            with Session(self.engine) as session, session.begin():
-                for name, value in info.items():
-                    session.merge(Info(name=name, value=value))
+                if info:  # replacing what a create before recorded
+                    conn.execute(delete(Info).where(Info.name.in_(list(info))))
+                    conn.execute(Info.__table__.insert(), [{"name": k, "value": v} for k, v in info.items()])
         except SQLAlchemyError as exc:
             raise LatentSearchError(f"cannot create the store at {self.safe_url}: {exc}") from exc
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, or None for another database (or an in-memory one)."""
+        if self.engine.dialect.name != "sqlite":
+            return None
+        database = self.engine.url.database
+        return Path(database) if database and database != ":memory:" and not database.startswith("file:") else None
+
+    @property
+    def location(self) -> str:
+        """The store as a user would name it: its file, or its URL (and schema)."""
+        if self.sqlite_file is not None:
+            return str(self.sqlite_file)
+        return self.safe_url + (f" (schema {self.schema})" if self.schema else "")
+
+    def collection_id(self) -> str | None:
+        """The id of the collection this store belongs to (None: made by an older version)."""
+        return self.info().get(COLLECTION_ID)
+
+    def set_info(self, name: str, value: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.merge(Info(name=name, value=value))
+
+    def vector_bytes(self) -> int | None:
+        """The size in bytes of one stored vector (None when the store holds none)."""
+        try:
+            with Session(self.engine) as session:
+                size = session.scalar(select(func.length(ItemRow.vector)).limit(1))
+        except SQLAlchemyError as exc:
+            raise CorruptCollectionError(f"cannot read the store at {self.safe_url}: {exc}") from exc
+        return None if size is None else int(size)
 
     def exists(self) -> bool:
         try:
