@@ -30,13 +30,20 @@ def create(path: Any, **options: Any) -> Collection:
 
 
 def open(  # noqa: A001 - the natural name
-    path: Any, encoder: str | None = None, read_consistency_interval: float | None = 0.0
+    path: Any,
+    encoder: str | None = None,
+    read_consistency_interval: float | None = 0.0,
+    trust_remote_code: bool = False,
 ) -> Collection:
     """Open the collection at ``path``; ``read_consistency_interval`` (seconds; ``None``: never)
-    is how often a search first checks for other processes' writes. See :meth:`Collection.open`."""
+    is how often a search first checks for other processes' writes; ``trust_remote_code``
+    allows an encoder whose manifest asks to run the model folder's code. See
+    :meth:`Collection.open`."""
     from .collection import Collection
 
-    return Collection.open(path, encoder=encoder, read_consistency_interval=read_consistency_interval)
+    return Collection.open(
+        path, encoder=encoder, read_consistency_interval=read_consistency_interval, trust_remote_code=trust_remote_code
+    )
 
 
 def __getattr__(name: str) -> Any:
