@@ -76,7 +76,8 @@ class Client:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request; the JSON answer, or the server's error raised as a latentsearch error."""
         try:
-            response = self.http.request(method, path, headers=self._headers, **kwargs)
+            headers = {**self._headers, **kwargs.pop("headers", {})}
+            response = self.http.request(method, path, headers=headers, **kwargs)
         except self._transport_error as exc:
             raise ServiceUnavailableError(f"cannot reach the latentsearch server at {self.url}: {exc}") from exc
         if response.status_code >= 400:
