@@ -417,3 +417,19 @@ def test_client_raises_latentsearch_errors(api: TestClient) -> None:
         Client("http://testserver", token="bad", http=api).collection("notes").add(["x"])
     assert issubclass(PayloadTooLargeError, InvalidInputError)
     assert client.collections() == ["notes"] and client.health() == {"status": "ok"}
+
+
+def test_non_finite_numbers_and_deep_nesting(api: TestClient, notes: Path) -> None:
+    url = "/api/collections/notes/items"
+    headers = {**W, "content-type": "application/json"}
+    r = api.post(url, content=b'{"texts": ["a"], "metadata": [{"x": Infinity}]}', headers=headers)
+    assert r.status_code == 400 and "metadata[0].x holds inf" in r.json()["error"]
+    r = api.post("/api/collections/notes/search", content=b'{"query": "a", "where": {"n": NaN}}', headers=headers)
+    assert r.status_code == 400 and "where.n holds nan" in r.json()["error"]
+    deep = '{"texts": ["a"], "metadata": [' + '{"a": ' * 900 + "1" + "}" * 900 + "]}"
+    r = api.post(url, content=deep.encode(), headers=headers)
+    assert r.status_code == 400 and "deeper than 64 levels" in r.json()["error"]
+    with latentsearch.open(notes) as col:  # a NaN stored from Python does not break the answers
+        nan_id = col.add(["not a number"], metadata=[{"x": float("nan")}])[0]
+    r = api.get(f"/api/collections/notes/items/{nan_id}")
+    assert r.status_code == 200 and json.loads(r.text)["metadata"]["x"] != 0

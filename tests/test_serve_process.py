@@ -193,6 +193,16 @@ def test_kill_9_during_writes_loses_no_acknowledged_write(tmp_path: Path) -> Non
     assert_consistent(path, writer.acked)
 
 
+def test_a_collection_that_cannot_open_stops_the_server(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "latentsearch.json").write_text("{not json")
+    proc = subprocess.run([sys.executable, "-m", "latentsearch.cli", "serve", str(broken), "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot serve the collection 'broken'" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_command_line_refusals(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

@@ -203,7 +203,10 @@ class RemoteCollection:
 
     def _search_image(self, image: Any, k: int, group_by: str | None, where: Any) -> list[list[Hit]]:
         if isinstance(image, Path):
-            name, data = image.name, image.expanduser().read_bytes()
+            try:
+                name, data = image.name, image.expanduser().read_bytes()
+            except OSError as exc:
+                raise InvalidInputError(f"cannot read the image {image}: {exc.strerror or exc}") from None
         else:
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Optional
 from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse as _StrictJSON
 
 from ..errors import InvalidInputError
 from .auth import require_read, require_write, served
@@ -27,6 +29,18 @@ from .schemas import (
     ERRORS, AddRequest, ClustersRequest, DeleteRequest, DeleteResponse, IdQuery, IdsResponse, ItemOut,
     SearchRequest, SearchResponse, VectorQuery,
 )
+
+class JSONResponse(_StrictJSON):
+    """JSON as Starlette writes it; a NaN or infinity stored by an embedded user (metadata
+    written in Python) goes out as Python's ``NaN``/``Infinity`` tokens, which ``json.loads``
+    and so the Python client read back, rather than failing the request."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:
+            return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
 
 READ = [Depends(require_read)]
 WRITE = [Depends(require_write)]
@@ -74,6 +88,7 @@ def search(name: str, body: SearchRequest, request: Request) -> JSONResponse:
     batch = body.queries is not None
     queries = [_query(q) for q in (body.queries if batch else [body.query])]  # type: ignore[union-attr]
     _check_sizes(state.options, body.k, len(queries))
+    _finite(body.where, "where")
     if not queries:
         return JSONResponse({"results": [], "filter": None})
     hits, stats = col.search_batch_with_stats(
@@ -101,6 +116,7 @@ def search_image(
     col = state.get(name)
     _check_sizes(state.options, k, 1)
     filters = _parse_where(where)
+    _finite(filters, "where")
     image = decode_upload(file.file, file.size, state.options.max_image_bytes, file.filename)
     hits, stats = col.search_batch_with_stats([image], k=k, group_by=group_by or None, where=filters)
     return JSONResponse({"hits": [h.to_dict() for h in hits[0]], "filter": _filter(stats)})
@@ -112,6 +128,7 @@ def add_items(name: str, body: AddRequest, request: Request) -> JSONResponse:
     col = served(request).get(name)
     if (body.texts is None) == (body.vectors is None):
         raise InvalidInputError("give either 'texts' (a list of strings) or 'vectors' (a list of lists of numbers)")
+    _finite(body.metadata, "metadata")
     inputs: Any = body.texts if body.texts is not None else _matrix(body.vectors, col.config.dim)  # type: ignore[arg-type]
     if body.keys is not None and body.on_conflict == "update":
         ids = col.upsert(inputs, keys=body.keys, metadata=body.metadata)
@@ -161,6 +178,7 @@ def clusters(name: str, body: ClustersRequest, request: Request) -> JSONResponse
     state = served(request)
     col = state.get(name)
     _check_sizes(state.options, body.k, 1)
+    _finite(body.where, "where")
     groups = col.clusters(_query(body.query), k=body.k, n_clusters=body.n_clusters, where=body.where)
     return JSONResponse({"clusters": [g.to_dict() for g in groups]})
 
@@ -197,7 +215,8 @@ def build_router() -> APIRouter:
 def _query(q: Any) -> Any:
     """A request's query as :meth:`Collection.search` takes it."""
     if isinstance(q, VectorQuery):
-        return np.asarray(q.vector, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf: refused by the collection
+            return np.asarray(q.vector, dtype=np.float32)
     if isinstance(q, IdQuery):
         return int(q.id)
     return q
@@ -209,7 +228,27 @@ def _matrix(vectors: list[list[float]], dim: int) -> np.ndarray:
     for i, v in enumerate(vectors):
         if len(v) != dim:
             raise InvalidInputError(f"vector {i} has {len(v)} values but the collection's vectors have {dim}")
-    return np.asarray(vectors, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        return np.asarray(vectors, dtype=np.float32)
+
+
+MAX_DEPTH = 64  # nesting of metadata and filters; the library's checks recurse
+
+
+def _finite(value: Any, where: str) -> None:
+    """Refuse NaN and infinities (JSON has no such numbers; Python's parser accepts the tokens)
+    and nesting deeper than :data:`MAX_DEPTH`. Iterative, so a deep body cannot exhaust the stack."""
+    stack = [(value, where, 0)]
+    while stack:
+        v, at, depth = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidInputError(f"{at} holds {v!r}; only finite numbers are allowed")
+        if isinstance(v, (dict, list)) and depth > MAX_DEPTH:
+            raise InvalidInputError(f"{where} nests deeper than {MAX_DEPTH} levels")
+        if isinstance(v, dict):
+            stack += [(x, f"{at}.{k}", depth + 1) for k, x in v.items()]
+        elif isinstance(v, list):
+            stack += [(x, f"{at}[{i}]", depth + 1) for i, x in enumerate(v)]
 
 
 def _check_sizes(options: Any, k: int, n: int) -> None:
