@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 LOOPBACK = "127.0.0.1"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 @click.command()
@@ -31,6 +32,9 @@ LOOPBACK = "127.0.0.1"
               help="Largest uploaded query image.")
 @click.option("--read-consistency", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between checks for other processes' writes before a search (0: every search).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests whose Host header is NAME (repeatable); on a loopback address only "
+                   "localhost, 127.0.0.1 and ::1 are answered, so web pages cannot reach the server by DNS rebinding.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 def serve(
     paths: tuple[Path, ...],
@@ -41,6 +45,7 @@ def serve(
     max_body_mib: float,
     max_image_mib: float,
     read_consistency: float,
+    allowed_hosts: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Serve the collections at PATHS over HTTP, each under its folder's name.
@@ -86,6 +91,7 @@ def serve(
         max_body_bytes=int(max_body_mib * 1024 * 1024),
         max_image_bytes=int(max_image_mib * 1024 * 1024),
         read_consistency_interval=read_consistency,
+        allowed_hosts=[*LOOPBACK_NAMES, *allowed_hosts] if _is_loopback(host) else None,
         url=url,
         on_failure=stop,
     )

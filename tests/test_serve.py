@@ -433,3 +433,14 @@ def test_non_finite_numbers_and_deep_nesting(api: TestClient, notes: Path) -> No
         nan_id = col.add(["not a number"], metadata=[{"x": float("nan")}])[0]
     r = api.get(f"/api/collections/notes/items/{nan_id}")
     assert r.status_code == 200 and json.loads(r.text)["metadata"]["x"] != 0
+
+
+def test_host_check_and_json_content_type_hint(notes: Path) -> None:
+    for client in serve([notes], allowed_hosts=["localhost", "127.0.0.1", "::1", "testserver"]):
+        assert client.get("/api/health").status_code == 200
+        for host in ["localhost:8000", "127.0.0.1", "[::1]:8000"]:
+            assert client.get("/api/health", headers={"host": host}).status_code == 200, host
+        rebound = client.get("/api/collections", headers={"host": "evil.example:8000"})
+        assert rebound.status_code == 421 and "--allowed-host evil.example" in rebound.json()["error"]
+        plain = client.post("/api/collections/notes/search", content=b'{"query": "x"}', headers={"content-type": "text/plain"})
+        assert plain.status_code == 422 and "Content-Type: application/json" in plain.json()["error"]

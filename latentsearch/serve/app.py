@@ -85,6 +85,8 @@ def create_app(collections: Mapping[str, str | Path] | Sequence[str | Path], opt
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimit, json_limit=options.max_body_bytes, image_limit=options.max_image_bytes + MULTIPART_SLACK)
+    if options.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=options.allowed_hosts)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # added last: outermost
     return app
 
@@ -124,7 +126,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     details = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]  # never echo a 32 MiB body
     parts = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', '')}" for e in details[:5]]
     more = f" (and {len(details) - 5} more)" if len(details) > 5 else ""
-    return _error(422, "invalid request: " + "; ".join(parts) + more, "InvalidInputError",
+    content_type = request.headers.get("content-type", "")
+    hint = ""
+    if any(tuple(e.get("loc", ())) == ("body",) for e in details) and "json" not in content_type:
+        hint = f" (the body must be JSON sent with 'Content-Type: application/json', not {content_type or 'no type'!r})"
+    return _error(422, "invalid request: " + "; ".join(parts) + more + hint, "InvalidInputError",
                   details=jsonable_encoder(details))
 
 
@@ -163,6 +169,26 @@ class RequestMetrics:
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             self.metrics.observe(scope.get("method", ""), route, status, time.perf_counter() - started)
+
+
+class HostCheck:
+    """Answers 421 to a request whose ``Host`` header names none of ``allowed`` (any port): a
+    server on 127.0.0.1 then cannot be read by a web page through DNS rebinding (a hostile
+    name resolved to 127.0.0.1 makes the page "same-origin" with the server)."""
+
+    def __init__(self, app: ASGIApp, allowed: Sequence[str]):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            name = name.strip("[]").lower()
+            if name not in self.allowed:
+                message = f"the Host {host!r} is not one this server answers to; start it with --allowed-host {name or 'NAME'}"
+                await _error(421, message, "AccessDeniedError")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -27,7 +27,9 @@ log = logging.getLogger("latentsearch.serve")
 class ServeOptions:
     """How a server behaves. ``token`` allows writes (no token: the server is read-only);
     ``read_token``, when set, is needed for reads too (the write token also allows them).
-    ``read_consistency_interval`` and ``lock_timeout`` are passed to each collection."""
+    ``read_consistency_interval`` and ``lock_timeout`` are passed to each collection.
+    ``allowed_hosts``: the names the ``Host`` header may give (None: any), see
+    :class:`~latentsearch.serve.app.HostCheck`."""
 
     token: str | None = None
     read_token: str | None = None
@@ -37,6 +39,7 @@ class ServeOptions:
     max_queries: int = 1_024
     read_consistency_interval: float | None = 0.0
     lock_timeout: float = 10.0
+    allowed_hosts: list[str] | None = None
     url: str | None = None  # for the log line ("serving http://...")
     on_failure: Callable[[str], None] | None = field(default=None, repr=False)
 
