@@ -20,7 +20,7 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--host", default=LOOPBACK, show_default=True, help="Address to bind; 0.0.0.0 listens on every interface.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--token", envvar="LATENTSEARCH_TOKEN", default=None, metavar="TOKEN",
               help="Bearer token that allows writes (env LATENTSEARCH_TOKEN, which `ps` does not show). "
                    "Without one the server is read-only.")
