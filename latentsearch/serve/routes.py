@@ -30,6 +30,7 @@ from .schemas import (
     SearchRequest, SearchResponse, VectorQuery,
 )
 
+
 class JSONResponse(_StrictJSON):
     """JSON as Starlette writes it; a NaN or infinity stored by an embedded user (metadata
     written in Python) goes out as Python's ``NaN``/``Infinity`` tokens, which ``json.loads``
