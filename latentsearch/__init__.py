@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .collection import Collection
+    from .serve.client import Client
 
 
 def create(path: Any, **options: Any) -> Collection:
@@ -46,6 +47,15 @@ def open(  # noqa: A001 - the natural name
     )
 
 
+def connect(url: str, token: str | None = None, timeout: float = 60.0) -> Client:
+    """A client of a ``latentsearch serve`` server at ``url`` (``token``: sent as ``Authorization:
+    Bearer``); ``.collection(name)`` searches and writes as an embedded collection does. Needs
+    httpx (the ``server`` extra). See :mod:`latentsearch.serve.client`."""
+    from .serve.client import Client
+
+    return Client(url, token, timeout)
+
+
 def __getattr__(name: str) -> Any:
     if name == "Collection":
         from .collection import Collection
@@ -54,4 +64,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'latentsearch' has no attribute {name!r}")
 
 
-__all__ = ["Collection", "Hit", "IndexReport", "Item", "LatentSearchError", "create", "open", "__version__"]
+__all__ = ["Collection", "Hit", "IndexReport", "Item", "LatentSearchError", "connect", "create", "open", "__version__"]
