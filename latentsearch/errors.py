@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+from sqlalchemy.exc import SQLAlchemyError
+
 
 class LatentSearchError(Exception):
     """Base class of every error latentsearch raises on purpose."""
@@ -60,6 +62,12 @@ class CollectionLockedError(LatentSearchError):
 
 class CorruptCollectionError(LatentSearchError):
     """A manifest or store that cannot be read back."""
+
+
+class StoreWriteError(LatentSearchError, SQLAlchemyError):
+    """The database refused rows for a reason the checks before writing do not know of; the
+    message is the database's first line, never the batch's values. Also a ``SQLAlchemyError``,
+    the type callers caught before (the driver's error is its ``__cause__``)."""
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> UnknownSpecError:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import latentsearch
+from latentsearch.ingest.records import PASSAGE_SEPARATOR
 from latentsearch.ingest.chunking import ChunkConfig
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau. "
@@ -85,7 +86,8 @@ def test_long_documents_become_passages_and_group_back(tmp_path, folder):
         col.index_paths([folder], chunking=ChunkConfig(max_tokens=64, overlap_tokens=8))
         passages = [h for h in col.search("sigma tau", k=50) if h.document.endswith("long.txt")]
         assert len(passages) > 5
-        assert {h.key for h in passages} == {f"{h.document}#{h.metadata['passage']}" for h in passages}
+        sep = PASSAGE_SEPARATOR
+        assert {h.key for h in passages} == {f"{h.document}{sep}{h.metadata['passage']}" for h in passages}
         assert all(len(h.text.split()) <= 64 for h in passages)
         grouped = col.search("sigma tau", k=3, group_by="document")
         assert len({h.document for h in grouped}) == 3

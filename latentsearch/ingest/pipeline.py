@@ -26,9 +26,10 @@ from ..errors import InvalidInputError
 from ..stores.sql import NewItem
 from ..types import IMAGE, TEXT, VECTOR, IndexReport, Skipped
 from ..vectors import as_matrix, prepare
-from .chunking import ChunkConfig, TokenCounter, counter_for, split_passages
+from .chunking import ChunkConfig
 from .keyset import KeySet
-from .records import Record
+from .passages import LazySplitter
+from .records import Record, check_item, make_storable, printable
 
 if TYPE_CHECKING:
     from ..config import CollectionConfig
@@ -125,43 +126,6 @@ class Prepared:
     size: int = 0  # inputs in the chunk, for progress
 
 
-@dataclass(frozen=True)
-class Splitter:
-    """Splits long texts into passages that fit the encoder (see :mod:`.chunking`)."""
-
-    counter: TokenCounter
-    max_tokens: int
-    overlap_tokens: int
-    min_tokens: int
-
-    @classmethod
-    def for_encoder(cls, encoder: Encoder | None, config: ChunkConfig) -> Splitter:
-        counter, limit = counter_for(encoder)
-        if config.max_tokens is None and config.overlap_tokens >= limit // 2:
-            # A model with a short context (CLIP: 77 tokens) gets a proportionate overlap.
-            config = ChunkConfig(None, limit // 4, min(config.min_tokens, limit // 4))
-        return cls(counter, config.resolve(limit), config.overlap_tokens, config.min_tokens)
-
-    def split(self, record: Record) -> list[Record]:
-        """One record per passage; a text that fits stays one record with its own key."""
-        passages = split_passages(record.text or "", self.counter, self.max_tokens, self.overlap_tokens, self.min_tokens)
-        if len(passages) <= 1:
-            return [record]
-        doc = record.document or record.key
-        return [
-            Record(
-                text=p.text,
-                key=f"{doc}#{p.index}" if doc is not None else None,
-                source=record.source,
-                metadata={**record.metadata, "passage": p.index, "start": p.start, "end": p.end},
-                stat=record.stat,
-                document=doc,
-                warning=record.warning if p.index == 0 else None,
-            )
-            for p in passages
-        ]
-
-
 class Parts(Protocol):
     """What the write path works with (a :class:`~latentsearch.ingest.writer.Writer`)."""
 
@@ -169,20 +133,6 @@ class Parts(Protocol):
     store: SqlStore
     encoder: LazyEncoder
     sync: IndexSync
-
-
-class LazySplitter:
-    """A :class:`Splitter` made on the first text to split: a run with nothing new to index
-    loads no model."""
-
-    def __init__(self, encoder: LazyEncoder, config: ChunkConfig):
-        self.encoder, self.config = encoder, config
-        self._splitter: Splitter | None = None
-
-    def split(self, record: Record) -> list[Record]:
-        if self._splitter is None:  # only the reader thread splits
-            self._splitter = Splitter.for_encoder(self.encoder.get(), self.config)
-        return self._splitter.split(record)
 
 
 def run_ingest(
@@ -198,7 +148,7 @@ def run_ingest(
     as soon as it is, so an interrupted run keeps every finished batch."""
     report, stages, started = IndexReport(), Stages(), time.perf_counter()
     splitter = LazySplitter(parts.encoder, chunking) if chunking is not None else None
-    chunks = chunked(_first_of_each_key(records), budget=batch_size)
+    chunks = chunked(_first_of_each_key(_storable(records)), budget=batch_size)
     pending: Future[Any] | None = None
     with ThreadPoolExecutor(1, thread_name_prefix="latentsearch-writer") as writer:
         for prep in prefetch(_prepare(parts, chunk, on_conflict, stages, splitter) for chunk in chunks):
@@ -218,6 +168,22 @@ def run_ingest(
     report.seconds = time.perf_counter() - started
     report.stages = {"read": stages.read, "encode": stages.encode, "write": stages.write, "index": stages.index}
     return report
+
+
+def _storable(records: Iterable[Record | Skipped]) -> Iterator[Record | Skipped]:
+    """Each record checked at the door, before the store sees its key (a key PostgreSQL cannot
+    hold would fail the whole chunk's lookups): one that no store can hold is skipped with the
+    reason. The size of a text is checked once it is split into passages (in :func:`_prepare`)."""
+    for r in records:
+        if isinstance(r, Record):
+            try:
+                make_storable(r, whole=False)
+            except InvalidInputError as exc:
+                yield Skipped(printable(r.source or r.key or "record"), str(exc))
+                continue
+        elif not r.source.isascii():
+            r = Skipped(printable(r.source), r.reason)
+        yield r
 
 
 def _first_of_each_key(records: Iterable[Record | Skipped]) -> Iterator[Record | Skipped]:
@@ -260,12 +226,17 @@ def _prepare(
             continue
         if record.warning:
             prep.warnings.append(Skipped(record.source or str(record.key), record.warning))
-        if splitter is not None and record.modality == TEXT:
-            passages = splitter.split(record)
-            if len(passages) > 1:
-                loaded += [(p, p.content_hash()) for p in passages]
-                continue
-        loaded.append((record, digest))
+        passages = splitter.split(record) if splitter is not None and record.modality == TEXT else [record]
+        try:
+            for p in passages:
+                check_item(p)  # the text now whole, and a passage's key longer than its document's
+        except InvalidInputError as exc:
+            prep.skipped.append(Skipped(printable(record.source or str(record.key)), str(exc)))
+            continue
+        if len(passages) > 1:
+            loaded += [(p, p.content_hash()) for p in passages]
+        else:
+            loaded.append((record, digest))
     existing = store.keys_to_ids([r.key for r, _ in loaded if r.key is not None])
     if existing and on_conflict == "error":
         raise InvalidInputError(f"key {next(iter(existing))!r} exists already; use upsert() to replace it")

@@ -1,15 +1,22 @@
 """Reading text files: encodings detected (UTF-8, UTF-16/32 with a BOM, Latin-1 reported),
-binary content refused, HTML reduced to its text."""
+binary content refused, HTML reduced to its text; never more than a bounded number of bytes, and
+only from a regular file (a file replaced by a FIFO or a link to ``/dev/zero`` after it was listed
+is refused, not read forever)."""
 
 from __future__ import annotations
 
 import codecs
 import html.parser
+import os
 import re
+import stat as stat_module
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .walk import os_error_reason
+
+MAX_TEXT_FILE_BYTES = 64 * 1024 * 1024
+"""The largest text file read (bytes); a larger one is skipped (``RecordFields.max_text_bytes``)."""
 
 LATIN1_WARNING = "not UTF-8; read as Latin-1"
 MAX_CONTROL_SHARE = 0.05  # more control characters than this and a "text" file is binary
@@ -61,18 +68,44 @@ def decode_text(raw: bytes) -> tuple[str, str | None]:
     return text, warning
 
 
-def read_text_file(path: Path) -> tuple[str, str | None]:
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading bytes, or ``ValueError("not a regular file")``: opened without
+    blocking (a FIFO would wait for a writer) and checked after opening, so what is read is what
+    was checked."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def too_large(size: int, limit: int) -> str:
+    """The reason a text file of ``size`` bytes is skipped."""
+    return (
+        f"text file of {size:,} bytes or more, over the limit of {limit:,} "
+        "(RecordFields.max_text_bytes); split it, or raise the limit"
+    )
+
+
+def read_text_file(path: Path, max_bytes: int = MAX_TEXT_FILE_BYTES) -> tuple[str, str | None]:
     """The text of a file and a warning about how it was read (None when it is UTF-8/16/32).
 
-    Raises ``ValueError`` with the reason for an empty, binary or unreadable file and
+    Raises ``ValueError`` with the reason for an empty, binary, unreadable or too large file (at
+    most ``max_bytes + 1`` bytes are read, whatever the file claims to be) and
     ``FileNotFoundError`` when it vanished; HTML is stripped to its text.
     """
     try:
-        raw = path.read_bytes()
+        with open_regular(path) as fh:
+            raw = fh.read(max_bytes + 1)
     except (FileNotFoundError, IsADirectoryError):
         raise
     except OSError as exc:
         raise ValueError(os_error_reason(exc)) from exc
+    if len(raw) > max_bytes:
+        raise ValueError(too_large(len(raw), max_bytes))
     if not raw.strip():
         raise ValueError("empty file")
     text, warning = decode_text(raw)

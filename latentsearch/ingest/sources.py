@@ -11,24 +11,29 @@ file of another shape. For a record file named in ``paths`` that is a :class:`Mi
 raised by :func:`records_from_paths` before any record is read (so before anything is written);
 a record file found by walking a folder is skipped whole with the same reason, since a folder may
 hold record files of other shapes.
+
+JSONL and CSV files are read line by line as bytes, each line decoded on its own: a line that
+is not UTF-8, not JSON, not CSV, or over :data:`.lines.MAX_RECORD_BYTES` is skipped with its number
+(``file:50``) and the lines after it are read as before. Names that are not UTF-8 (a file name
+in another encoding) are refused input by input with the reason, never stopping the walk.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime
 import decimal
 import difflib
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import InvalidInputError, MissingFieldError
 from ..media import IMAGE_SUFFIXES
 from ..types import Skipped
-from .records import Record, json_safe
+from .lines import Bad, csv_rows, jsonl_values
+from .readers import MAX_TEXT_FILE_BYTES, open_regular, too_large
+from .records import NOT_CONVERTED, Record, json_safe, make_storable, printable
 from .walk import SourceOptions, iter_files, os_error_reason, probe_file
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst", ".html", ".htm"}
@@ -53,6 +58,7 @@ class RecordFields:
     image: str | None = None
     key: str | None = None  # default: the first of _id, id, key that the record has
     sources: SourceOptions = field(default_factory=SourceOptions)
+    max_text_bytes: int = MAX_TEXT_FILE_BYTES  # a larger text file is skipped, and never read whole
 
 
 # -- records -----------------------------------------------------------------------------------
@@ -74,11 +80,15 @@ def records_from_paths(
 def _records_from_paths(paths: list[str | Path], fields: RecordFields) -> Iterator[Record | Skipped]:
     for found in iter_files(paths, fields.sources):
         if isinstance(found, Skipped):
-            yield found
+            yield Skipped(printable(found.source), found.reason)
             continue
         path, resolved = found
         source = str(resolved)
         suffix = path.suffix.lower()
+        if printable(source) != source:  # bytes that are not UTF-8, kept by os.fsdecode
+            reason = "the file name is not UTF-8, and the store keeps names as UTF-8 text; rename the file"
+            yield Skipped(printable(source), reason)
+            continue
         if suffix not in KNOWN_SUFFIXES:
             yield Skipped(source, f"unsupported file type {suffix or '(none)'}")
             continue
@@ -95,51 +105,73 @@ def _records_from_paths(paths: list[str | Path], fields: RecordFields) -> Iterat
         elif suffix in IMAGE_SUFFIXES:
             yield Record(image_path=resolved, key=source, source=source, stat=stat)
         elif suffix in TEXT_SUFFIXES:
-            yield Record(text_path=resolved, key=source, source=source, stat=stat)
+            if stat.size > fields.max_text_bytes:
+                yield Skipped(source, too_large(stat.size, fields.max_text_bytes))
+            else:
+                yield Record(text_path=resolved, key=source, source=source, stat=stat, max_bytes=fields.max_text_bytes)
         else:
             yield from records_from_file(path, fields)
 
 
 def records_from_file(path: Path, fields: RecordFields) -> Iterator[Record | Skipped]:
     """Records of a JSONL, CSV or Parquet file; a record that cannot be used is skipped with its
-    line (JSONL, CSV) or row number (Parquet, from 1), and a file whose first record lacks a field
-    that ``fields`` names is skipped whole (see the module docstring)."""
+    line (JSONL, CSV: the line the row starts on) or row number (Parquet, from 1), and a file whose
+    first record lacks a field that ``fields`` names is skipped whole (see the module docstring)."""
     source = str(path.resolve())
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         yield from _records_from_parquet(path, fields, source)
         return
     try:
-        if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                reader = csv.DictReader(fh)
-                if reader.fieldnames and (reason := missing_fields_reason(fields, reader.fieldnames)):
-                    yield Skipped(source, reason)
-                    return
-                for number, row in enumerate(reader, start=2):
-                    yield record_from_mapping(row, fields, path.parent, f"{source}:{number}")
-        else:
-            with open(path, encoding="utf-8-sig") as fh:
-                checked = False
-                for number, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    where = f"{source}:{number}"
-                    try:
-                        data = json.loads(line)
-                    except ValueError as exc:
-                        yield Skipped(where, f"not JSON ({exc})")
-                        continue
-                    if not checked and isinstance(data, Mapping):
-                        checked = True
-                        if reason := missing_fields_reason(fields, list(data)):
-                            yield Skipped(source, reason)
-                            return
-                    yield record_from_mapping(data, fields, path.parent, where)
+        with open_regular(path) as fh:
+            if suffix == ".csv":
+                yield from _records_from_csv(fh, fields, path.parent, source)
+            else:
+                yield from _records_from_jsonl(fh, fields, path.parent, source)
     except OSError as exc:
         yield Skipped(source, os_error_reason(exc))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        yield Skipped(source, f"cannot read records: {exc}")
+    except ValueError as exc:  # not a regular file
+        yield Skipped(source, str(exc))
+
+
+def _records_from_jsonl(fh: BinaryIO, fields: RecordFields, folder: Path, source: str) -> Iterator[Record | Skipped]:
+    checked = False
+    for number, data in jsonl_values(fh):
+        where = f"{source}:{number}"
+        if isinstance(data, Bad):
+            yield Skipped(where, data.reason)
+            continue
+        if not checked and isinstance(data, Mapping):
+            checked = True
+            if reason := missing_fields_reason(fields, list(data)):
+                yield Skipped(source, reason)
+                return
+        yield record_from_mapping(data, fields, folder, where)
+
+
+def _records_from_csv(fh: BinaryIO, fields: RecordFields, folder: Path, source: str) -> Iterator[Record | Skipped]:
+    rows = csv_rows(fh)
+    header = next(rows, None)
+    if header is None:
+        return
+    if isinstance(header[1], Bad):
+        yield Skipped(source, f"cannot read the header row: {header[1].reason}")
+        return
+    names = header[1]
+    if reason := missing_fields_reason(fields, names):
+        yield Skipped(source, reason)
+        return
+    for number, row in rows:
+        where = f"{source}:{number}"
+        if isinstance(row, Bad):
+            yield Skipped(where, row.reason)
+        elif row:  # (csv.DictReader's rules: blank rows skipped, missing values None, extras under None)
+            data: dict[Any, Any] = dict(zip(names, row))
+            if len(row) > len(names):
+                data[None] = row[len(names):]
+            for name in names[len(row):]:
+                data[name] = None
+            yield record_from_mapping(data, fields, folder, where)
 
 
 def _records_from_parquet(path: Path, fields: RecordFields, source: str) -> Iterator[Record | Skipped]:
@@ -210,16 +242,15 @@ def first_record_fields(path: Path) -> list[str] | None:
             import pyarrow.parquet as pq
 
             return _parquet_columns(pq.ParquetFile(path))
-        with open(path, newline="" if suffix == ".csv" else None, encoding="utf-8-sig") as fh:
+        with open_regular(path) as fh:
             if suffix == ".csv":
-                return next(csv.reader(fh), None)
-            for _, line in zip(range(FIRST_RECORD_LINES), fh):
-                try:
-                    data = json.loads(line) if line.strip() else None
-                except ValueError:
-                    continue
+                header = next(csv_rows(fh), None)
+                return header[1] if header is not None and not isinstance(header[1], Bad) else None
+            for count, (_, data) in enumerate(jsonl_values(fh)):
                 if isinstance(data, Mapping):
                     return [str(k) for k in data]
+                if count + 1 >= FIRST_RECORD_LINES:
+                    break
     except Exception:  # unreadable: the records stream says why, file by file
         return None
     return None
@@ -233,7 +264,7 @@ def check_record_fields(paths: Iterable[str | Path], fields: RecordFields) -> No
         if path.suffix.lower() not in RECORD_SUFFIXES or not path.is_file():
             continue
         names = first_record_fields(path)
-        subject = f"the first record of {path.resolve()}"
+        subject = f"the first record of {printable(str(path.resolve()))}"
         if names is not None and (reason := missing_fields_reason(fields, names, subject)):
             raise MissingFieldError(reason)
 
@@ -257,7 +288,10 @@ def record_from_mapping(
     if not isinstance(data, Mapping):
         return Skipped(where, "record is not an object")
     try:
-        return _record(data, fields, folder, where, None if anonymous else where)
+        record = _record(data, fields, folder, where, None if anonymous else where)
+        if isinstance(record, Record):
+            make_storable(record, whole=False)  # (the text's size is checked on its passages)
+        return record
     except InvalidInputError as exc:
         return Skipped(where, str(exc))
 
@@ -293,8 +327,14 @@ def _missing(value: Any) -> bool:
 
 
 def json_value(value: Any, where: str = "value") -> Any:
-    """``value`` as JSON: arrow/numpy scalars plain, dates ISO 8601, decimals floats, UTF-8 bytes
-    text; anything else that JSON cannot hold raises :class:`InvalidInputError`."""
+    """``value`` as JSON (see :func:`~latentsearch.ingest.records.json_safe`), and more: arrow
+    scalars plain, dates ISO 8601, decimals floats, UTF-8 bytes text; anything else that JSON
+    cannot hold raises :class:`InvalidInputError`."""
+    return json_safe(value, where, _record_value)
+
+
+def _record_value(value: Any, where: str) -> Any:
+    """A value of a record that is not JSON as JSON (or ``NOT_CONVERTED``)."""
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, datetime.timedelta):
@@ -307,12 +347,8 @@ def json_value(value: Any, where: str = "value") -> Any:
         except UnicodeDecodeError:
             raise InvalidInputError(f"{where} holds binary data, which metadata cannot store") from None
     if hasattr(value, "as_py"):  # a pyarrow scalar
-        return json_value(value.as_py(), where)
-    if isinstance(value, Mapping):
-        return {str(k): json_value(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_value(v, where) for v in value]
-    return json_safe(value, where)
+        return value.as_py()
+    return NOT_CONVERTED
 
 
 def check_fields(fields: RecordFields) -> None:

@@ -19,6 +19,9 @@ from itertools import chain, repeat
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table, select
+from sqlalchemy.exc import DBAPIError
+
+from ..errors import StoreWriteError
 
 PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 BATCH = 10_000  # ids per IN (...) clause: well under SQLite's limit of 32,766 variables
@@ -67,7 +70,21 @@ class BulkInsert:
         self.processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in self.columns]
 
     def execute(self, conn: Connection, values: Mapping[str, Sequence[Any] | Same], rows: int) -> None:
-        """Insert ``rows`` rows; ``values`` gives each column as a sequence, or one shared value."""
+        """Insert ``rows`` rows; ``values`` gives each column as a sequence, or one shared value.
+
+        A row the database refuses raises :class:`~latentsearch.errors.StoreWriteError` with the
+        database's reason in one line: SQLAlchemy's own error would print the batch's parameters,
+        megabytes of vectors and texts.
+        """
+        try:
+            self._execute(conn, values, rows)
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+            raise StoreWriteError(
+                f"the database refused a batch of {rows} rows for the table {self.table.name}: {reason}"
+            ) from exc.orig
+
+    def _execute(self, conn: Connection, values: Mapping[str, Sequence[Any] | Same], rows: int) -> None:
         if not rows:
             return
         given = [values[name] for name in self.columns]

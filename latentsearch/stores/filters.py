@@ -9,8 +9,13 @@ $exists $not`` on a key, ``$and $or $not`` around filters. A bare value means ``
 
 Metadata values match by JSON type: a number matches numbers (``3 == 3.0``), a string matches
 strings, a boolean matches booleans; a value of another type simply does not match (``"3"``
-is not ``3``). ``None`` matches JSON null and a missing key. ``$ne``, ``$nin`` and ``$not``
-match whatever the positive form does not, missing keys included (as in MongoDB).
+is not ``3``). Numbers compare by their exact values on both databases: an operand is made the
+number a store keeps (:func:`.jsonvalues.store_number`, as stored metadata is) and is bound as
+an exact decimal on PostgreSQL (whose jsonb numbers are exact decimals) and as an integer or a
+double on SQLite (whose JSON numbers are 64-bit integers and doubles, compared exactly with each
+other), so ``{"v": 9007199254740992.0}`` matches ``2**53`` and not ``2**53 + 1`` on both.
+``None`` matches JSON null and a missing key. ``$ne``, ``$nin`` and ``$not`` match whatever the
+positive form does not, missing keys included (as in MongoDB).
 Strings order by code point on every database.
 
 ``cluster`` is the id of the item's cluster in the stored corpus clustering
@@ -24,20 +29,15 @@ SQLAlchemy's JSON API, so the same filter means the same on SQLite and PostgreSQ
 from __future__ import annotations
 
 import difflib
-import math
 import re
-import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone
-from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
     ColumnElement,
-    Float,
-    Integer,
     Numeric,
     and_,
     bindparam,
@@ -52,6 +52,7 @@ from sqlalchemy import (
 )
 
 from ..errors import InvalidInputError
+from .jsonvalues import bind_number, sqlite_path, store_number
 from .models import Assignment, Item
 
 COMPARISONS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$not")
@@ -198,11 +199,6 @@ class _Field:
         segments = tuple(path.split("."))
         if not all(segments):
             raise InvalidInputError(f"the key {key!r} has an empty part; nest keys as 'a.b'")
-        if dialect == "sqlite" and not path.isascii() and not _sqlite_reads_escaped_keys():
-            raise InvalidInputError(
-                f"the key {key!r} is not ASCII, and this SQLite ({sqlite3.sqlite_version}) cannot look up "
-                "non-ASCII JSON keys as they are stored; use ASCII metadata keys or a PostgreSQL store"
-            )
         return cls(key, None, segments, dialect)
 
     # -- built-in columns ---------------------------------------------------------------------
@@ -222,7 +218,7 @@ class _Field:
         ``->`` step per key, each key its own bound parameter (PostgreSQL's ``#>`` path literal
         would split keys at commas)."""
         if self.dialect == "sqlite":
-            return Item.meta[self.path]
+            return Item.meta[sqlite_path(self.path)]
         node = Item.meta
         for segment in self.path:
             node = node[segment]
@@ -239,7 +235,7 @@ class _Field:
         return self._type() == names[0] if len(names) == 1 else self._type().in_(names)
 
     def _path(self) -> Any:
-        return bindparam(None, self.path, type_=JSON.JSONPathType())
+        return bindparam(None, sqlite_path(self.path), type_=JSON.JSONPathType())
 
     def _typed(self, kind: str) -> Any:
         """The value as a SQL value of ``kind``, NULL when it is of another JSON type.
@@ -260,12 +256,8 @@ class _Field:
         return case((self._is(kind), value), else_=None)
 
     def _bind(self, value: Any) -> Any:
-        """``value`` as a bound parameter; numbers keep their exact value (no int4/float cast)."""
-        if _json_kind(value) != "number":
-            return value
-        if self.dialect == "postgresql":
-            return bindparam(None, value, type_=Numeric())
-        return bindparam(None, value, type_=Integer() if isinstance(value, int) else Float())
+        """``value`` as a bound parameter; a number at its exact value (:func:`.jsonvalues.bind_number`)."""
+        return bind_number(value, self.dialect) if _json_kind(value) == "number" else value
 
     # -- the operators ------------------------------------------------------------------------
 
@@ -333,14 +325,8 @@ def _scalar(value: Any, at: str, field: _Field) -> Any:
         return _builtin_value(value, at, field)
     if value is None or isinstance(value, (str, bool)):
         return value
-    if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            raise InvalidInputError(f"{at} is {value}, beyond 64-bit integers")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidInputError(f"{at} is {value}; compare with finite numbers")
-        return value
+    if isinstance(value, (int, float)):
+        return store_number(value, at)
     hint = " ($in takes a list of values)" if isinstance(value, (list, tuple)) else ""
     raise InvalidInputError(f"{at} is {_kind(value)}; compare with a string, a number, true/false or null{hint}")
 
@@ -407,12 +393,3 @@ def _unknown(what: str, name: str, known: Sequence[str], at: str, extra: str = "
     where = f" in {at}" if at != "where" else ""
     tail = f", {extra}" if extra else ""
     return InvalidInputError(f"unknown {what} {name!r}{where}; known: {', '.join(known)}{tail}.{hint}")
-
-
-@cache
-def _sqlite_reads_escaped_keys() -> bool:
-    """Whether this SQLite finds the key ``ü`` stored escaped (as Python's json writes it)."""
-    with sqlite3.connect(":memory:") as conn:
-        return conn.execute("""SELECT json_extract('{"\\u00fc": 1}', '$."ü"')""").fetchone()[0] == 1
-
-
