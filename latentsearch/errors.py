@@ -9,8 +9,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from sqlalchemy.exc import SQLAlchemyError
-
 
 class LatentSearchError(Exception):
     """Base class of every error latentsearch raises on purpose."""
@@ -64,10 +62,14 @@ class CorruptCollectionError(LatentSearchError):
     """A manifest or store that cannot be read back."""
 
 
-class StoreWriteError(LatentSearchError, SQLAlchemyError):
-    """The database refused rows for a reason the checks before writing do not know of; the
-    message is the database's first line, never the batch's values. Also a ``SQLAlchemyError``,
-    the type callers caught before (the driver's error is its ``__cause__``)."""
+def __getattr__(name: str) -> type:
+    # StoreWriteError is also a SQLAlchemyError, so it lives with the store (importing this
+    # module must not import SQLAlchemy); it is reachable here by name all the same.
+    if name == "StoreWriteError":
+        from .stores.bulk import StoreWriteError
+
+        return StoreWriteError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> UnknownSpecError:

@@ -188,7 +188,7 @@ def test_a_row_the_database_refuses_is_reported_in_one_line(store_url, store_sch
     and never the batch's values."""
     import numpy as np
 
-    from latentsearch.errors import StoreWriteError
+    from latentsearch.stores.bulk import StoreWriteError
     from latentsearch.stores.sql import NewItem, SqlStore
 
     store = SqlStore(store_url, 4, schema=store_schema)

@@ -19,13 +19,19 @@ from itertools import chain, repeat
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from ..errors import StoreWriteError
+from ..errors import LatentSearchError
 
 PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 BATCH = 10_000  # ids per IN (...) clause: well under SQLite's limit of 32,766 variables
 ROWS_PER_STATEMENT = 1000
+
+
+class StoreWriteError(LatentSearchError, SQLAlchemyError):
+    """The database refused rows for a reason the checks before writing do not know of; the
+    message is the database's first line, never the batch's values. Also a ``SQLAlchemyError``,
+    the type callers caught before (the driver's error is its ``__cause__``)."""
 
 
 def chunks(values: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
@@ -72,7 +78,7 @@ class BulkInsert:
     def execute(self, conn: Connection, values: Mapping[str, Sequence[Any] | Same], rows: int) -> None:
         """Insert ``rows`` rows; ``values`` gives each column as a sequence, or one shared value.
 
-        A row the database refuses raises :class:`~latentsearch.errors.StoreWriteError` with the
+        A row the database refuses raises :class:`StoreWriteError` with the
         database's reason in one line: SQLAlchemy's own error would print the batch's parameters,
         megabytes of vectors and texts.
         """
