@@ -14,7 +14,10 @@ from typing import Any
 import click
 
 from . import __version__
-from .cli_common import collection_argument, echo_json, json_option, parse_where, source_label, stderr_console, stdout_console
+from .cli_common import (
+    collection_argument, echo_json, human_bytes, json_option, parse_where, print_report, run_with_progress, source_label,
+    stdout_console,
+)
 from .errors import LatentSearchError
 
 EXIT_SKIPPED = 3  # the run finished, but some inputs were skipped
@@ -151,7 +154,7 @@ def index(
                 err=True,
             )
             col.reembed(batch_size)
-        report = _run_with_progress(col, inputs, fields, batch_size, quiet or as_json, prune, chunking)
+        report = run_with_progress(col, inputs, fields, batch_size, quiet or as_json, prune, chunking)
     if errors_file is not None:
         with open(errors_file, "w", encoding="utf-8", errors="backslashreplace") as fh:
             for s in report.skipped:
@@ -159,69 +162,9 @@ def index(
     if as_json:
         echo_json(report.to_dict())
     elif not quiet:
-        _print_report(report)
+        print_report(report)
     if report.skipped:
         sys.exit(EXIT_SKIPPED)
-
-
-def _run_with_progress(
-    col: Any, paths: Any, fields: Any, batch_size: int, quiet: bool, prune: bool, chunking: Any
-) -> Any:
-    """Index with a progress bar; a background count of the inputs gives it a total and an ETA."""
-    import threading
-
-    from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-    )
-
-    from .ingest.sources import records_from_paths
-
-    paths = list(paths)
-    if quiet:
-        return col.index_paths(paths, fields, batch_size, prune=prune, chunking=chunking)
-    columns = (
-        SpinnerColumn(),
-        TextColumn("indexing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("inputs · {task.fields[rate]:.1f} inputs/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=True, console=stderr_console()) as bar:
-        task = bar.add_task("index", total=None, rate=0.0)
-
-        def count() -> None:  # lists the inputs (files, records) without reading them
-            bar.update(task, total=sum(1 for _ in records_from_paths(paths, fields)))
-
-        threading.Thread(target=count, name="latentsearch-count", daemon=True).start()
-
-        def advance(n: int) -> None:
-            bar.advance(task, n)
-            elapsed = bar.tasks[0].elapsed or 0.0
-            bar.update(task, rate=bar.tasks[0].completed / elapsed if elapsed else 0.0)
-
-        return col.index_paths(paths, fields, batch_size, progress=advance, prune=prune, chunking=chunking)
-
-
-def _print_report(report: Any) -> None:
-    pruned = f", pruned {report.pruned}" if report.pruned else ""
-    removed = f", removed {report.removed} passages no longer in their document" if report.removed else ""
-    click.echo(
-        f"{report.inputs} inputs: added {report.added} items, updated {report.updated}{removed}, "
-        f"unchanged {report.unchanged}, skipped {len(report.skipped)}{pruned} in {report.seconds:.1f} s "
-        f"({report.items_per_second:.1f} items/s)"
-    )
-    if report.stages:
-        busy = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.stages.items())
-        click.echo(f"  stages (busy time, overlapping): {busy}")
-    for w in report.warnings[:20]:
-        click.echo(f"  warning {w.source}: {w.reason}", err=True)
-    for s in report.skipped[:20]:
-        click.echo(f"  skipped {s.source}: {s.reason}", err=True)
-    if len(report.skipped) > 20:
-        click.echo(f"  … and {len(report.skipped) - 20} more", err=True)
 
 
 @cli.command()
@@ -293,13 +236,14 @@ def search(
 
     table = Table(box=None, pad_edge=False)
     id_width = max([len(str(h.id)) for h in hits] + [2])
-    for name, width in (("#", len(str(k))), ("score", 7), ("id", id_width)):
+    rank_width = len(str(max(len(hits), 1)))  # not k: a huge k returns every item, no more
+    for name, width in (("#", rank_width), ("score", 7), ("id", id_width)):
         table.add_column(name, no_wrap=True, min_width=width)
     labels = [source_label(h) for h in hits]
     source_width = min(40, max([len(x) for x in labels] + [6]))
     table.add_column("source", no_wrap=True, min_width=source_width, max_width=40, overflow="ellipsis")
     console = stdout_console()
-    fixed = len(str(k)) + 7 + id_width + source_width + 8  # the other columns and the gaps
+    fixed = rank_width + 7 + id_width + source_width + 8  # the other columns and the gaps
     table.add_column("text", no_wrap=True, overflow="ellipsis", max_width=max(20, console.width - fixed))
     for rank, (hit, label) in enumerate(zip(hits, labels), start=1):
         table.add_row(str(rank), f"{hit.score:.4f}", str(hit.id), label, hit.snippet(200))
@@ -333,16 +277,8 @@ def info(collection: Path, as_json: bool) -> None:
     width = max(map(len, data))
     for key, value in data.items():
         if key.endswith("_bytes") and value is not None:
-            value = _human_bytes(value)
+            value = human_bytes(value)
         click.echo(f"{key.replace('_', ' '):<{width}}  {value}")
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 @cli.command()

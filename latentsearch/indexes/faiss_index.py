@@ -41,6 +41,9 @@ def build_faiss(factory: str, dim: int, metric: str) -> Any:
     """``faiss.index_factory`` with an error that names the bad spec."""
     import faiss
 
+    from .selection import check_factory
+
+    check_factory(factory, dim)  # first: FAISS accepts specs it then crashes on (HNSW0, PQ8x0)
     try:
         index = faiss.index_factory(dim, factory, faiss_metric(metric))
     except RuntimeError as exc:

@@ -1,11 +1,13 @@
-"""Index specs: parsing our ``?option`` suffix and choosing a concrete spec for ``auto``."""
+"""Index specs: parsing our ``?option`` suffix, choosing a concrete spec for ``auto``, and
+checking FAISS factory strings before FAISS sees them (:func:`check_factory`)."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
-from ..errors import InvalidInputError, unknown_name
+from ..errors import InvalidInputError, UnknownSpecError, unknown_name
 
 SEARCH_OPTIONS = ("nprobe", "efSearch")
 # FAISS builds HNSW graphs with a candidate list of 40; 80 costs ~1.4x the build time and gives a
@@ -14,6 +16,16 @@ DEFAULT_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 128  # FAISS's 16 loses recall quietly; 128 keeps recall@10 near 0.99 on typical data
 AUTO_FLAT_LIMIT = 100_000  # exact search stays fast enough below this many vectors
 AUTO_HNSW_BYTES = 8 << 30  # above this much raw vector data, compress with IVF-PQ
+
+# Bounds on the numbers in a spec: FAISS accepts values outside them and then aborts the process
+# (HNSW0, PQ8x0), hangs, or exhausts memory; every one is refused by check_factory first.
+MAX_SEARCH_OPTION = 1 << 20  # efSearch, nprobe: FAISS holds them in a C int; deeper is pointless
+MAX_NLIST = 1 << 20  # IVF lists (training needs 39 vectors per list)
+HNSW_M = (2, 256)  # HNSW neighbours per node: 0 and 1 crash FAISS; each costs 8 bytes per vector
+MAX_PQ_BITS = 16  # bits per PQ code (training needs 39 << nbits vectors)
+MAX_ADDITIVE_BITS = {"RQ": 12, "PRQ": 12, "LSQ": 8, "PLSQ": 8}  # LSQ's tables grow as 4**nbits
+MAX_TRANSFORM_DIM = 1 << 16
+SPEC_HELP = "use e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ16, OPQ16,IVF1024,PQ16 or auto"
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,11 @@ class IndexSpec:
                 raise InvalidInputError(f"index option {key}={value!r} is not an integer") from None
             if search[key] <= 0:
                 raise InvalidInputError(f"index option {key} must be positive, got {value}")
+            if search[key] > MAX_SEARCH_OPTION:
+                raise InvalidInputError(
+                    f"index option {key}={value} is too large; give at most {MAX_SEARCH_OPTION} "
+                    f"(a larger {key} searches no deeper than the whole index)"
+                )
         if factory.lower() == "auto":
             factory = "auto"
         return cls(factory=factory, search=search)
@@ -69,3 +86,156 @@ def choose_auto(n: int, dim: int) -> str:
     nlist = 1 << max(4, round(math.log2(4 * math.sqrt(n))))
     m = next(m for m in (dim // 4, dim // 8, dim // 16, 1) if m >= 1 and dim % m == 0)
     return f"IVF{nlist},PQ{m}"
+
+
+# -- checking factory strings ---------------------------------------------------------------------
+
+
+def check_factory(factory: str, dim: int) -> None:
+    """Refuse a FAISS factory string whose numbers FAISS would accept and then crash, hang or
+    run out of memory on (``HNSW0``, ``IVF0,Flat``, ``PQ8x0``, ``PQ7`` on dimension 16,
+    ``OPQ0,IVF4,PQ4``, ``NSG32``), with an :class:`UnknownSpecError` naming the part and what
+    to write instead. Parts without numbers that latentsearch does not know (``LSH``, ``RaBitQ``)
+    are left to FAISS, which refuses unknown names itself."""
+    if not isinstance(factory, str) or not factory.strip():
+        raise UnknownSpecError(f"an empty index spec; {SPEC_HELP}")
+    _Checker(factory, dim).check(factory, dim)
+
+
+def split_parts(factory: str) -> list[str]:
+    """The comma-separated parts of a factory string, commas inside parentheses kept."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(factory):
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            break
+        if ch == "," and depth == 0:
+            parts.append(factory[start:i].strip())
+            start = i + 1
+    if depth != 0:
+        shown = factory if len(factory) <= 60 else factory[:57] + "…"
+        raise UnknownSpecError(f"index spec {shown!r} has unbalanced parentheses; {SPEC_HELP}")
+    return parts + [factory[start:].strip()]
+
+
+_PCA = re.compile(r"PCAW?R?(\d+)")
+_OPQ = re.compile(r"OPQ(\d+)(?:_(\d+))?")
+_RR = re.compile(r"(RR|ITQ|Pad)(\d+)")
+_IVF = re.compile(r"IVF(\d+)(?:_(\w+?))?(?:\((.*)\))?")
+_IMI = re.compile(r"IMI2x(\d+)")
+_HNSW = re.compile(r"HNSW(\d+)(?:_(.+))?")
+_PQ = re.compile(r"PQ(\d+)(?:x(\d+))?(fs|fsr|np)?")
+_SQ = re.compile(r"SQ(\w*)")
+_ADDITIVE = re.compile(r"(PRQ|PLSQ|RQ|LSQ)(\d+)x(\d+)(?:x(\d+))?(?:_\w+)?")
+_REFINE = re.compile(r"Refine\((.*)\)")
+SQ_TYPES = ("4", "6", "8", "fp16", "bf16", "8_direct", "8_direct_signed", "6_direct")
+
+
+class _Checker:
+    def __init__(self, factory: str, dim: int):
+        self.factory, self.dim = factory, dim
+
+    def fail(self, problem: str, fix: str = SPEC_HELP) -> UnknownSpecError:
+        shown = self.factory if len(self.factory) <= 60 else self.factory[:57] + "…"
+        return UnknownSpecError(f"index spec {shown!r} for dimension {self.dim}: {problem}; {fix}")
+
+    def number(self, part: str, what: str, value: str, low: int, high: int, example: str) -> int:
+        """``value`` as an int in ``[low, high]``, or an error saying what to write (e.g. ``example``)."""
+        n = int(value) if len(value) <= 18 else high + 1  # no 5,000-digit int() conversions
+        if not low <= n <= high:
+            shown = str(n) if len(value) <= 18 else f"a {len(value)}-digit number of"
+            part = part if len(part) <= 30 else part[:27] + "…"
+            raise self.fail(f"{part!r} asks for {shown} {what}, but {low} to {high} are possible", f"write e.g. {example}")
+        return n
+
+    def check(self, factory: str, d: int) -> None:
+        parts = split_parts(factory)
+        refined = any(p == "RFlat" or p.startswith("Refine(") for p in parts)
+        for part in parts:
+            if not part:
+                raise self.fail("it has an empty part between commas")
+            if part.startswith("IVF") and refined:
+                raise self.fail(
+                    "an IVF index wrapped in RFlat or Refine() cannot take the store's ids",
+                    "drop the refinement (IVF1024,PQ16) or refine a non-IVF index (PQ16,RFlat)",
+                )
+            d = self.part(part, d)
+
+    def part(self, part: str, d: int) -> int:
+        """Check one part for vectors of dimension ``d``; returns the dimension after it."""
+        if part == "L2norm":  # a digit, no number
+            return d
+        if part in ("IDMap", "IDMap2"):
+            rest = ",".join(p for p in split_parts(self.factory) if p != part) or "Flat"
+            raise self.fail(f"latentsearch gives every index the store's ids itself, so {part} is not needed",
+                            f"drop it: {rest}")
+        if part.startswith("NSG") or "_NSG" in part:
+            raise self.fail("NSG graphs cannot add vectors once built, and a collection grows",
+                            "use an HNSW graph such as HNSW32 instead")
+        if m := _PCA.fullmatch(part):
+            return self.number(part, "output dimensions", m[1], 1, d, f"PCA{max(1, d // 2)}")
+        if m := _OPQ.fullmatch(part):
+            out = self.number(part, "output dimensions", m[2], 1, MAX_TRANSFORM_DIM, f"OPQ16_{d}") if m[2] else d
+            sub = self.number(part, "sub-quantizers", m[1], 1, out, f"OPQ{_divisor_near(out, 16)}")
+            if out % sub:
+                raise self.fail(f"{part} splits {out} dimensions into {sub} sub-quantizers, which does not divide",
+                                f"give OPQ a divisor of {out}, e.g. OPQ{_divisor_near(out, sub)}")
+            return out
+        if m := _RR.fullmatch(part):
+            low, high = (d, MAX_TRANSFORM_DIM) if m[1] == "Pad" else (1, d if m[1] == "ITQ" else MAX_TRANSFORM_DIM)
+            return self.number(part, "output dimensions", m[2], low, high, f"{m[1]}{d}")
+        if m := _IVF.fullmatch(part):
+            self.number(part, "lists", m[1], 1, MAX_NLIST, "IVF1024")
+            if m[2] is not None:
+                hnsw = re.fullmatch(r"HNSW(\d+)", m[2])
+                if not hnsw:
+                    raise self.fail(f"{part} has an unknown coarse quantizer {m[2]!r}", "write IVF1024 or IVF1024_HNSW32")
+                self.number(part, "HNSW neighbours per node", hnsw[1], *HNSW_M, f"IVF{m[1]}_HNSW32")
+            if m[3] is not None:
+                self.check(m[3], d)
+            return d
+        if m := _IMI.fullmatch(part):
+            self.number(part, "bits per half", m[1], 1, 10, "IMI2x8")
+            return d
+        if m := _HNSW.fullmatch(part):
+            self.number(part, "neighbours per node", m[1], *HNSW_M, "HNSW32")
+            if m[2] is not None and m[2] != "Flat":
+                self.part(m[2], d)
+            return d
+        if m := _PQ.fullmatch(part):
+            sub = self.number(part, "sub-quantizers", m[1], 1, d, f"PQ{_divisor_near(d, d // 4)}")
+            if d % sub:
+                raise self.fail(f"{part} splits {d} dimensions into {sub} sub-quantizers, which does not divide",
+                                f"give PQ a divisor of {d}, e.g. PQ{_divisor_near(d, sub)}")
+            nbits = self.number(part, "bits per code", m[2], 1, MAX_PQ_BITS, f"PQ{sub}x8") if m[2] else 8
+            if m[3] in ("fs", "fsr") and nbits != 4:
+                raise self.fail(f"fast-scan PQ ({part}) takes 4-bit codes", f"write PQ{sub}x4{m[3]}")
+            return d
+        if m := _ADDITIVE.fullmatch(part):
+            kind, numbers = m[1], [n for n in m.groups()[1:4] if n is not None]
+            if kind in ("PRQ", "PLSQ") and len(numbers) == 3:
+                splits = self.number(part, "splits", numbers[0], 1, d, f"{kind}2x4x8")
+                if d % splits:
+                    raise self.fail(f"{part} splits {d} dimensions into {splits} parts, which does not divide",
+                                    f"give {kind} a divisor of {d}, e.g. {kind}{_divisor_near(d, splits)}x4x8")
+                numbers = numbers[1:]
+            if len(numbers) != 2:
+                raise self.fail(f"{part} is not {kind}{{codebooks}}x{{bits}}", f"write e.g. {kind}8x8")
+            self.number(part, "codebooks", numbers[0], 1, 64, f"{kind}8x8")
+            self.number(part, "bits per code", numbers[1], 1, MAX_ADDITIVE_BITS[kind], f"{kind}{numbers[0]}x8")
+            return d
+        if m := _SQ.fullmatch(part):
+            if m[1] not in SQ_TYPES:
+                raise self.fail(f"{part} is not a scalar quantizer FAISS has", "write SQ8, SQ4, SQ6, SQfp16 or SQbf16")
+            return d
+        if m := _REFINE.fullmatch(part):
+            self.check(m[1], d)
+            return d
+        if any(ch.isdigit() for ch in part):
+            raise self.fail(f"latentsearch cannot check the part {part[:30]!r}")
+        return d  # a name without numbers (Flat, LSH, RFlat, L2norm): FAISS judges it
+
+
+def _divisor_near(n: int, want: int) -> int:
+    """The divisor of ``n`` closest to ``want`` (for suggestions)."""
+    return min((x for x in range(1, n + 1) if n % x == 0), key=lambda x: (abs(x - want), x))

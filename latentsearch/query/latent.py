@@ -18,13 +18,16 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..types import Hit
 from ..vectors import normalize
-from .searcher import check_k
+from .search import show_int
+from .searcher import MAX_K, check_k
 
 if TYPE_CHECKING:
     from .searcher import Searcher
 
 Term = tuple[Any, float]  # (anything a search takes, weight)
 
+MAX_STEPS = 1000  # points on an interpolation: each is a search
+MAX_ID_DIGITS = 40  # a #ID longer than this is no item's id (and int() refuses 4,300 digits)
 EXPRESSION_HELP = 'quoted texts and #ID item ids joined by + and -, with optional weights: \'"beach" + 0.5*#42 - "people"\''
 
 # -- vector arithmetic ------------------------------------------------------------------------
@@ -104,6 +107,11 @@ def parse_expression(text: str) -> list[Term]:
         if kind == "text":
             terms.append((re.sub(r"\\(.)", r"\1", value), sign * weight))
         elif kind == "id":
+            if len(value) - 1 > MAX_ID_DIGITS:
+                raise InvalidInputError(
+                    f"no item with id {value[:13]}… ({len(value) - 1} digits) in this collection; "
+                    "item ids are 64-bit integers"
+                )
             terms.append((int(value[1:]), sign * weight))
         else:
             raise InvalidInputError(_syntax(text, at, "expected a quoted text or #ID here"))
@@ -146,7 +154,7 @@ def combination_search(
     qv = searcher.query_vectors([q for q, _ in pairs])
     target = combine(qv.vectors, [w for _, w in pairs], searcher.metric)
     skip = {e for e in qv.exclude if e is not None}
-    hits = searcher.search(target, k=k + len(skip), where=where)
+    hits = searcher.search(target, k=min(k + len(skip), MAX_K), where=where)
     return [h for h in hits if h.id not in skip][:k]
 
 
@@ -169,9 +177,8 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 def interpolation_points(a: np.ndarray, b: np.ndarray, steps: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """``(ts, points)``: ``steps`` values of t in [0, 1] and the point at each, slerp for
     ``cosine`` and straight lines otherwise."""
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 2:
-        raise InvalidInputError(f"steps must be an integer of at least 2, got {steps!r}")
-    ts = np.linspace(0.0, 1.0, int(steps))
+    steps = check_steps(steps)
+    ts = np.linspace(0.0, 1.0, steps)
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if metric == "cosine":
         points = np.stack([slerp(a, b, t) for t in ts])
@@ -180,10 +187,21 @@ def interpolation_points(a: np.ndarray, b: np.ndarray, steps: int, metric: str) 
     return ts, points.astype(np.float32)
 
 
+def check_steps(steps: Any) -> int:
+    """``steps`` as an int from 2 to :data:`MAX_STEPS`, or an error saying so."""
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or not 2 <= steps <= MAX_STEPS:
+        shown = show_int(steps) if isinstance(steps, numbers.Integral) else repr(steps)[:80]
+        raise InvalidInputError(
+            f"steps must be an integer from 2 to {MAX_STEPS} (each step is a search), got {shown}"
+        )
+    return int(steps)
+
+
 def interpolation_search(searcher: Searcher, a: Any, b: Any, steps: int = 5, k: int = 1) -> list[tuple[float, list[Hit]]]:
     """For each of ``steps`` points from ``a`` to ``b``, ``(t, the k nearest items)``. The
     endpoints themselves are not left out, so with item ids their own items come first."""
     check_k(k)
+    check_steps(steps)  # before the endpoints are encoded
     qv = searcher.query_vectors([a, b])
     ts, points = interpolation_points(qv.vectors[0], qv.vectors[1], steps, searcher.metric)
     rows = searcher.search_batch(list(points), k=k)
@@ -233,7 +251,8 @@ def mmr_search(
         raise InvalidInputError(f"lambda must be a number between 0 and 1, got {lambda_!r}")
     qv = searcher.query_vectors([query])
     skip = qv.exclude[0]
-    hits = [h for h in searcher.search(qv.vectors[0], k=max(fetch_k, k) + qv.extra, where=where) if h.id != skip]
+    depth = min(max(fetch_k, k) + qv.extra, MAX_K)  # the search returns at most the items there are
+    hits = [h for h in searcher.search(qv.vectors[0], k=depth, where=where) if h.id != skip]
     hits = hits[: max(fetch_k, k)]
     found, vectors = searcher.vectors([h.id for h in hits])
     by_id = dict(zip(found.tolist(), vectors))

@@ -78,10 +78,17 @@ class QueryVectors:
             found, vectors = store.vectors(list(by_id.values()))
             known = dict(zip(found.tolist(), vectors))
             for i, item_id in by_id.items():
-                if item_id not in known:
-                    raise InvalidInputError(f"no item with id {item_id} in this collection")
+                if item_id not in known:  # ids beyond 64 bits are no row's: the store leaves them out
+                    raise InvalidInputError(f"no item with id {show_int(item_id)} in this collection")
                 rows[i], exclude[i] = known[item_id], item_id
         return cls(prepare(rows, dim, metric, "query vector"), exclude)
+
+
+def show_int(n: Any) -> str:
+    """An integer for a message: its digits, or its size where it has too many to print
+    (Python refuses to print an int of over 4,300 digits)."""
+    n = int(n)
+    return str(n) if n.bit_length() <= 256 else f"<a {n.bit_length()}-bit integer>"
 
 
 def _image_query(path: Path) -> Any:

@@ -29,16 +29,61 @@ from .clusters import group_hits
 from .filtered import FilteredSearcher, FilterStats
 from .hybrid import HYBRID_DEPTH, MODES, rrf
 from .items import ItemCache
-from .search import QueryVectors, best_per_document, hits_from_ranked, to_hits
+from .search import QueryVectors, best_per_document, hits_from_ranked, show_int, to_hits
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
+MAX_K = 2**63 - 1  # FAISS counts results in int64; a search is clamped to the items there are
+MAX_WHERE_NESTING = 64  # dicts and lists inside one another (24 logical levels take at most 53)
+MAX_WHERE_LOGIC = 24  # $and/$or/$not inside one another: SQLite's parser overflows from 27
+LOGIC_KEYS = ("$and", "$or", "$not")
+MAX_WHERE_NODES = 1_000_000  # conditions and values in one filter (a shared sub-filter counts each time)
+
+
 def check_k(k: Any, name: str = "k") -> int:
-    """``k`` as an int, or an error saying what a count of results must be."""
+    """``k`` as an int, or an error saying what a count of results must be. Any positive
+    64-bit integer is a valid ``k``: a search returns at most the items there are."""
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k <= 0:
-        raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")
+        shown = show_int(k) if isinstance(k, numbers.Integral) else repr(k)[:80]
+        raise InvalidInputError(f"{name} must be a positive integer, got {shown}")
+    if k > MAX_K:
+        raise InvalidInputError(
+            f"{name} is {show_int(k)}, beyond 64-bit integers; give at most {MAX_K} "
+            "(a search returns at most the items in the collection anyway)"
+        )
     return int(k)
+
+
+def check_where_shape(where: Any) -> None:
+    """Refuse a ``where`` nested too deeply or too large to compile, before anything walks it
+    recursively: Python's recursion limit, SQLite's parser stack and a filter that shares one
+    sub-filter many times over would otherwise fail with a RecursionError, a database error
+    or a hang. Walks the filter without recursion, depth first, stopping at the first excess."""
+    stack: list[tuple[Any, int, int]] = [(where, 1, 0)]  # (node, nesting, logical nesting)
+    seen = 0
+    while stack:
+        node, depth, logic = stack.pop()
+        seen += 1
+        if depth > MAX_WHERE_NESTING:
+            raise InvalidInputError(
+                f"the where filter nests objects and lists more than {MAX_WHERE_NESTING} levels deep; "
+                "flatten it (a list under one $and or $or takes any number of conditions)"
+            )
+        if logic > MAX_WHERE_LOGIC:
+            raise InvalidInputError(
+                f"the where filter nests $and, $or and $not more than {MAX_WHERE_LOGIC} levels deep; "
+                "flatten it: one $and or $or takes a list of any number of conditions, and two $not cancel out"
+            )
+        if seen > MAX_WHERE_NODES:
+            raise InvalidInputError(
+                f"the where filter has more than {MAX_WHERE_NODES} conditions and values; "
+                "split the search or filter on a field that groups the items"
+            )
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1, logic + (k in LOGIC_KEYS)) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1, logic) for v in node)
 
 
 class Searcher:
@@ -116,6 +161,7 @@ class Searcher:
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if where is not None:
+            check_where_shape(where)  # check_where recurses: bound its depth first
             check_where(where, self.store.engine.dialect.name)  # before encoding: fail fast
         weights = self._check_lexical(queries, mode, hybrid_weights) if mode != "dense" else (1.0, 1.0)
         if mode == "lexical":
@@ -147,7 +193,7 @@ class Searcher:
         where: Mapping[str, Any] | None,
         weights: tuple[float, float],
     ) -> list[list[Hit]]:
-        depth = max(HYBRID_DEPTH, 4 * k if group_by else k)
+        depth = min(max(HYBRID_DEPTH, 4 * k if group_by else k), MAX_K)
         dense = self._hits(search, total, qv, depth, None)
         lexical = [self.store.lexical_search(q, depth, where) for q in queries]
         fused = [
@@ -184,7 +230,7 @@ class Searcher:
     ) -> list[list[Hit]]:
         out = []
         for q in queries:
-            depth = 4 * k if group_by else k
+            depth = min(4 * k, MAX_K) if group_by else k  # SQL LIMITs are 64-bit
             while True:
                 ranked = self.store.lexical_search(q, depth, where)
                 row = hits_from_ranked([ranked], self.items)[0]
@@ -195,15 +241,16 @@ class Searcher:
                 if len(grouped) >= k or len(ranked) < depth:
                     out.append(grouped)
                     break
-                depth *= 4
+                depth = min(depth * 4, MAX_K)
         return out
 
     def _hits(
         self, search: SearchFn, total: int, qv: QueryVectors, k: int, group_by: str | None
     ) -> list[list[Hit]]:
-        """Hits from ``search(xq, depth) -> (D, I)`` over ``total`` candidates."""
+        """Hits from ``search(xq, depth) -> (D, I)`` over ``total`` candidates. FAISS allocates
+        ``nq x depth`` results up front, so no search asks for more than ``total``: no more exist."""
         if group_by is None:
-            D, I = search(qv.vectors, k + qv.extra)
+            D, I = search(qv.vectors, min(k + qv.extra, max(total, 1)))
             return to_hits(D, I, qv.exclude, k, self.items)
         # Documents: search deeper until k distinct documents come back or nothing is left.
         depth = 4 * k

@@ -18,6 +18,15 @@ from .models import Change
 from .models import Item as ItemRow
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def stored_ids(ids: Sequence[int]) -> list[int]:
+    """``ids`` as distinct ints in order, without those no row can have: the store's ids are
+    64-bit, and a larger Python int would fail to bind (an OverflowError) instead of not matching."""
+    return [i for i in dict.fromkeys(int(i) for i in ids) if INT64_MIN <= i <= INT64_MAX]
+
+
 class ReadMethods:
     """Mixed into :class:`~latentsearch.stores.sql.SqlStore`."""
 
@@ -36,8 +45,9 @@ class ReadMethods:
             return int(session.scalar(select(func.max(Change.seq))) or 0)
 
     def get(self, ids: Sequence[int]) -> dict[int, Item]:
-        """The items with these ids that exist, by id (one query per 10,000 ids)."""
-        wanted = list(dict.fromkeys(int(i) for i in ids))
+        """The items with these ids that exist, by id (one query per 10,000 ids); ids beyond
+        64-bit integers name no item and are left out like any other missing id."""
+        wanted = stored_ids(ids)
         out: dict[int, Item] = {}
         if not wanted:
             return out
@@ -92,10 +102,11 @@ class ReadMethods:
         return out
 
     def vectors(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """``(found_ids, vectors)`` for the ids that exist, in the order of ``ids``."""
+        """``(found_ids, vectors)`` for the ids that exist, in the order of ``ids`` (ids beyond
+        64-bit integers exist nowhere)."""
         found: dict[int, bytes] = {}
         with Session(self.engine) as session:
-            for chunk in _chunks(list(dict.fromkeys(int(i) for i in ids))):
+            for chunk in _chunks(stored_ids(ids)):
                 for item_id, blob in session.execute(select(ItemRow.id, ItemRow.vector).where(ItemRow.id.in_(chunk))):
                     found[item_id] = blob
         order = [int(i) for i in ids if int(i) in found]
