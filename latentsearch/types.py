@@ -135,3 +135,16 @@ class Cluster:
             "representative": self.representative.to_dict(),
             "members": [m.to_dict() for m in self.members],
         }
+
+
+class Deleted(int):
+    """How many items a ``delete`` removed (an ``int``), and which of the ids and
+    keys it was given named no item."""
+
+    missing_ids: list[int]
+    missing_keys: list[str]
+
+    def __new__(cls, count: int, missing_ids: list[int], missing_keys: list[str]) -> Deleted:
+        self = super().__new__(cls, count)
+        self.missing_ids, self.missing_keys = missing_ids, missing_keys
+        return self

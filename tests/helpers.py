@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,3 +69,17 @@ def write_beir(folder: Path) -> Path:
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
     )
     return folder
+
+
+def assert_one_line_error(result: Any, *words: str, code: int | None = None) -> str:
+    """A non-zero exit, no traceback, and exactly one ``Error:`` line naming ``words``."""
+    assert result.exit_code != 0
+    if code is not None:
+        assert result.exit_code == code
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from latentsearch.cli import EXIT_SKIPPED, cli
-from helpers import write_jsonl  # noqa: E402
+from helpers import assert_one_line_error, write_jsonl  # noqa: E402
 
 ENC = "hashing:64"
 HEAVY = ("torch", "faiss", "timm", "sentence_transformers", "transformers")
@@ -29,20 +29,6 @@ def run(*args: object) -> Result:
 def assert_ok(result: Result, code: int = 0) -> None:
     assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
     assert "Traceback" not in result.output
-
-
-def assert_one_line_error(result: Result, *words: str, code: int | None = None) -> str:
-    """A non-zero exit, no traceback, and exactly one ``Error:`` line naming ``words``."""
-    assert result.exit_code != 0
-    if code is not None:
-        assert result.exit_code == code
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture

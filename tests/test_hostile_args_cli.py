@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from latentsearch.cli import EXIT_SKIPPED, cli
 from latentsearch.cli_common import MAX_JSON_NESTING, json_nesting
+from helpers import assert_one_line_error  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENC = "hashing:64"
@@ -30,17 +31,6 @@ def run_process(*args: object) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "latentsearch.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
     )
-
-
-def one_line_error(result: Result, *words: str) -> str:
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for word in words:
-        assert word in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture
@@ -97,7 +87,7 @@ def test_search_table_is_as_wide_as_its_hits_not_as_k(col):
 )
 def test_invalid_counts_and_ids_are_one_line_errors(col, args, words):
     """-k 99999999999999999999 was a ValueError traceback, --steps 1000000000 ran unbounded."""
-    one_line_error(run(*[str(a).replace("{col}", str(col)) for a in args]), *words)
+    assert_one_line_error(run(*[str(a).replace("{col}", str(col)) for a in args]), *words)
 
 
 # -- 12. ids beyond 64 bits -----------------------------------------------------------------------
@@ -144,7 +134,7 @@ def test_reindex_with_a_bad_spec_is_a_one_line_error_in_a_live_process(col, spec
 
 def test_index_with_a_bad_spec_makes_no_collection(tmp_path, col):
     data = tmp_path / "data"
-    one_line_error(run("index", tmp_path / "other", data, "--encoder", ENC, "--index", "HNSW0"), "HNSW0")
+    assert_one_line_error(run("index", tmp_path / "other", data, "--encoder", ENC, "--index", "HNSW0"), "HNSW0")
     assert not (tmp_path / "other").exists()
 
 
@@ -166,10 +156,10 @@ def nested(levels: int, inner: str = '{"topic": "x"}') -> str:
     ],
     ids=["$not x10000", "arrays x10000", "unterminated", "$not x50", "$in of lists x90"],
 )
-def test_deep_where_is_a_one_line_error(col, where, words):
+def test_deep_where_is_a_assert_one_line_error(col, where, words):
     """A --where nested 10,000 levels was a RecursionError traceback from json.loads."""
     for command in (["search", col, "cats"], ["clusters", col, "cats"]):
-        one_line_error(run(*command, "--where", where), *words)
+        assert_one_line_error(run(*command, "--where", where), *words)
 
 
 def test_where_nesting_scan_skips_strings():

@@ -32,7 +32,7 @@ from ..indexes.faiss_index import FaissIndex
 from ..indexes.selection import IndexSpec
 from ..indexes.sync import INDEX_FILE, INDEX_META, IndexSync
 from ..stores.sql import SqlStore
-from ..types import IndexReport, Skipped
+from ..types import Deleted, IndexReport, Skipped
 from ..vectors import as_matrix, prepare
 from .chunking import ChunkConfig
 from .pipeline import Progress, run_ingest
@@ -45,19 +45,6 @@ LOCK_FILE = ".lock"
 VECTOR_CHUNK = 16_384  # rows per transaction when adding precomputed vectors
 NO_IDS = np.zeros(0, dtype=np.int64)
 SAVE_EVERY = 50_000  # unsaved changes (or a tenth of the index, if more) that make a write save the snapshot
-
-
-class Deleted(int):
-    """How many items a :meth:`Writer.delete` removed (an ``int``), and which of the ids and
-    keys it was given named no item."""
-
-    missing_ids: list[int]
-    missing_keys: list[str]
-
-    def __new__(cls, count: int, missing_ids: list[int], missing_keys: list[str]) -> Deleted:
-        self = super().__new__(cls, count)
-        self.missing_ids, self.missing_keys = missing_ids, missing_keys
-        return self
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import InvalidInputError, LatentSearchError
-from ..types import Cluster, Hit, Item
+from ..types import Cluster, Deleted, Hit, Item
 from .errors import ServiceUnavailableError, make_error
 
 
@@ -34,18 +34,6 @@ class FilterStats(NamedTuple):
     matches: int
     strategy: str
     explanation: str | None = None
-
-
-class Deleted(int):
-    """How many items a delete removed, with the ids and keys that named no item."""
-
-    missing_ids: list[int]
-    missing_keys: list[str]
-
-    def __new__(cls, count: int, missing_ids: list[int], missing_keys: list[str]) -> Deleted:
-        self = super().__new__(cls, count)
-        self.missing_ids, self.missing_keys = missing_ids, missing_keys
-        return self
 
 
 class Client:
