@@ -134,3 +134,30 @@ def test_a_changed_encoder_fingerprint_forces_re_embedding(tmp_path, folder):
         after = {h.id: h.score for h in col.search("note about the sea", k=5)}
         assert after.keys() == before.keys()
         assert col.verify()["missing_from_index"] == [] and col.verify()["indexed_twice"] == []
+
+
+def test_reindexing_a_record_file_with_other_fields_says_what_will_be_replaced(tmp_path, caplog):
+    import json
+
+    from click.testing import CliRunner
+
+    from latentsearch.cli import cli
+    from latentsearch.ingest.sources import RecordFields
+
+    data = tmp_path / "corpus.jsonl"
+    data.write_text("".join(json.dumps({"_id": f"d{i}", "title": f"title {i}", "text": f"text of {i}"}) + "\n"
+                            for i in range(6)))
+    with latentsearch.create(tmp_path / "col", encoder="hashing:32") as col:
+        first = col.index_paths([data], RecordFields(text="text"))
+        assert first.added == 6 and first.warnings == []
+        again = col.index_paths([data], RecordFields(text="text"))
+        assert again.unchanged == 6 and again.warnings == []
+        with caplog.at_level("WARNING"):
+            changed = col.index_paths([data], RecordFields(text="title,text"))
+        assert changed.updated == 6
+        (warning,) = changed.warnings
+        assert warning.source == str(data.resolve())
+        assert "--text-field text, now with --text-field title,text" in warning.reason
+        assert "will be replaced" in warning.reason and "will be replaced" in caplog.text
+    result = CliRunner().invoke(cli, ["index", str(tmp_path / "col"), str(data), "--text-field", "text"])
+    assert result.exit_code == 0 and "indexed before with --text-field title,text" in result.output, result.output

@@ -35,6 +35,7 @@ from ..stores.sql import SqlStore
 from ..types import Deleted, IndexReport, Skipped
 from ..vectors import as_matrix, prepare
 from .chunking import ChunkConfig
+from .field_options import field_changes, remember_fields
 from .pipeline import Progress, run_ingest
 from .records import Record, checked_metadata, make_records, open_image
 from .sources import RecordFields, records_from_paths
@@ -275,7 +276,12 @@ class Writer:
         """
         paths = list(paths)
         with self.writing():
+            changes = field_changes(self.store, paths, fields)
+            for change in changes:  # said before anything is replaced
+                log.warning("%s was %s", change.source, change.reason)
             report = self.add_records(records_from_paths(paths, fields), batch_size, "update", progress, chunking)
+            report.warnings[:0] = changes
+            remember_fields(self.store, paths, fields)
             if prune:
                 report.pruned = self.prune(paths)
         return report

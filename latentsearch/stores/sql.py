@@ -207,6 +207,11 @@ class SqlStore(ReadMethods, FullTextMixin, ClusterTablesMixin):
         except SQLAlchemyError as exc:
             raise CorruptCollectionError(f"cannot read the store at {self.safe_url}: {exc}") from exc
 
+    def set_info(self, name: str, value: str) -> None:
+        """Record one fact about the collection (a write: hold the writer lock)."""
+        with Session(self.engine) as session, session.begin():
+            session.merge(Info(name=name, value=value))
+
     @property
     def safe_url(self) -> str:
         """The URL with any password hidden."""
