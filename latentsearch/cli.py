@@ -128,7 +128,7 @@ def index(
 
     from .collection import Collection
     from .config import manifest_path
-    from .ingest.sources import RecordFields, check_fields, check_record_fields
+    from .ingest.sources import RecordFields, check_fields, check_record_fields, records_from_paths
     from .ingest.walk import SourceOptions, paths_from_list
 
     if not paths and files_from is None:
@@ -138,6 +138,7 @@ def index(
     check_fields(fields)
     inputs = list(chain(paths, paths_from_list(files_from)) if files_from is not None else paths)
     check_record_fields(inputs, fields)  # a field the records lack fails before the collection is made
+    _check_something_to_index(records_from_paths(inputs, fields))
     if manifest_path(collection).exists():
         col = Collection.open(collection, encoder=encoder)
     else:
@@ -165,6 +166,22 @@ def index(
         print_report(report)
     if report.skipped:
         sys.exit(EXIT_SKIPPED)
+
+
+def _check_something_to_index(records: Any) -> None:
+    """An error, before any collection is made or model loaded, when the inputs hold nothing to
+    index (listing them reads no file), naming the first few that were passed over."""
+    passed_over = []
+    for record in records:
+        if not hasattr(record, "reason"):
+            return
+        if len(passed_over) < 3:
+            passed_over.append(f"{record.source}: {record.reason}")
+    why = f" ({'; '.join(passed_over)})" if passed_over else ""
+    raise click.ClickException(
+        "nothing to index: the paths hold no file latentsearch reads (text, image or record files; "
+        f"see --include, --exclude and --hidden){why}"
+    )
 
 
 @cli.command()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
+import latentsearch
 from latentsearch.cli import EXIT_SKIPPED, cli
 from helpers import assert_one_line_error, write_jsonl  # noqa: E402
 
@@ -156,7 +157,8 @@ def test_search_json(col, corpus):
 
 def test_search_an_empty_collection(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
-    assert_ok(run("index", tmp_path / "col", tmp_path / "empty.txt", "--encoder", ENC, "-q"), EXIT_SKIPPED)
+    assert_one_line_error(run("index", tmp_path / "col", tmp_path / "empty.txt", "--encoder", ENC), "nothing to index", "empty")
+    latentsearch.create(tmp_path / "col", encoder=ENC).close()
     result = run("search", tmp_path / "col", "anything")
     assert_ok(result)
     assert "no results" in result.stdout
@@ -414,3 +416,18 @@ def test_help_of_the_installed_command_imports_nothing_heavy():
     }
     assert imported, "no -X importtime output"
     assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_nothing_to_index_is_an_error_before_any_collection_or_model(tmp_path, monkeypatch):
+    from latentsearch import encoders
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(encoders, "create_encoder", no_model)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "ignored.bin").write_bytes(b"\x00")
+    result = run("index", tmp_path / "col", empty)
+    assert_one_line_error(result, "nothing to index")
+    assert not (tmp_path / "col").exists()

@@ -242,7 +242,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, index, database, reques
 def test_a_reader_sees_only_committed_items_while_a_writer_indexes(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.jsonl")
     col = tmp_path / "col"
-    subprocess.run(index_command(col, tmp_path / "nothing", "Flat"), capture_output=True)  # creates it
+    latentsearch.create(col, encoder="hashing:32", index="Flat").close()  # what the writer's command would make
     seen = []
     with latentsearch.open(col) as reader:  # open before the writer starts: reads begin with its first commit
         writer = subprocess.Popen(index_command(col, corpus, "Flat"), env=index_env(),
