@@ -68,17 +68,6 @@ class DeleteRequest(_Strict):
 # -- responses (documentation only) -----------------------------------------------------------------
 
 
-class HitOut(BaseModel):
-    id: int
-    score: float
-    key: Optional[str]
-    source: Optional[str]
-    modality: str
-    text: Optional[str]
-    metadata: dict[str, Any]
-    document: Optional[str]
-
-
 class FilterOut(BaseModel):
     matches: int
     strategy: str
@@ -99,6 +88,12 @@ class ItemOut(BaseModel):
     text: Optional[str]
     metadata: dict[str, Any]
     document: Optional[str]
+
+
+class HitOut(ItemOut):
+    """An item and its score."""
+
+    score: float
 
 
 class IdsResponse(BaseModel):
