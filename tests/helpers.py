@@ -83,3 +83,12 @@ def assert_one_line_error(result: Any, *words: str, code: int | None = None) -> 
     for word in words:
         assert word in errors[0], errors[0]
     return errors[0]
+
+
+def write_small_corpus(folder: Path) -> Path:
+    """Three short text files (cats, ships, boats) in ``folder``, made here; returns it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cats.txt").write_text("cats purr and sleep all day")
+    (folder / "ships.txt").write_text("ships float on the water")
+    (folder / "boats.md").write_text("boats sail on the water at sea")
+    return folder

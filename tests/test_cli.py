@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 import latentsearch
 from latentsearch.cli import EXIT_SKIPPED, cli
-from helpers import assert_one_line_error, write_jsonl  # noqa: E402
+from helpers import assert_one_line_error, write_jsonl, write_small_corpus  # noqa: E402
 
 ENC = "hashing:64"
 HEAVY = ("torch", "faiss", "timm", "sentence_transformers", "transformers")
@@ -34,11 +34,7 @@ def assert_ok(result: Result, code: int = 0) -> None:
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "cats.txt").write_text("cats purr and sleep all day")
-    (data / "ships.txt").write_text("ships float on the water")
-    (data / "boats.md").write_text("boats sail on the water at sea")
+    data = write_small_corpus(tmp_path / "data")
     return data
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from latentsearch.cli import EXIT_SKIPPED, cli
 from latentsearch.cli_common import MAX_JSON_NESTING, json_nesting
-from helpers import assert_one_line_error  # noqa: E402
+from helpers import assert_one_line_error, write_small_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENC = "hashing:64"
@@ -35,11 +35,7 @@ def run_process(*args: object) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def col(tmp_path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "cats.txt").write_text("cats purr and sleep all day")
-    (data / "ships.txt").write_text("ships float on the water")
-    (data / "boats.md").write_text("boats sail on the water at sea")
+    data = write_small_corpus(tmp_path / "data")
     path = tmp_path / "col"
     result = run("index", path, data, "--encoder", ENC, "-q")
     assert result.exit_code == 0, result.output

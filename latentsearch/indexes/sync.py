@@ -97,6 +97,12 @@ class IndexSync:
         return self._watermark - max(self._saved_watermark, 0) if self._index is not None else 0
 
     @property
+    def ntotal(self) -> int:
+        """Vectors in the in-memory index (0 before it is loaded); never loads or waits."""
+        index = self._index
+        return index.ntotal if index is not None else 0
+
+    @property
     def behind(self) -> bool:
         """Whether the snapshot on disk lacks changes the in-memory index holds."""
         return self._index is not None and self._watermark != self._saved_watermark

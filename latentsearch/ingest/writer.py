@@ -147,8 +147,8 @@ class Writer:
             self.sync.rebuild()
         for fn in self._after_write:
             fn()
-        ntotal = self.sync.load().ntotal
-        if self.sync.unsaved >= max(SAVE_EVERY, ntotal // 10):
+        # The index was caught up when the lock was taken: no second look at the change log.
+        if self.sync.unsaved >= max(SAVE_EVERY, self.sync.ntotal // 10):
             self.sync.save()
 
     def save(self, wait: bool = True) -> bool:
