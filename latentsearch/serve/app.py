@@ -32,6 +32,7 @@ from .errors import TokenRequiredError, status_for
 from .metrics import UNMATCHED, Metrics
 from .routes import build_router
 from .state import ServedCollections, ServeOptions
+from .ui import build_ui_router
 
 log = logging.getLogger("latentsearch.serve")
 IMAGE_ROUTE_SUFFIX = "/search/image"
@@ -81,6 +82,7 @@ def create_app(collections: Mapping[str, str | Path] | Sequence[str | Path], opt
     app.state.collections = state
     app.state.metrics = Metrics()
     app.include_router(build_router())
+    app.include_router(build_ui_router())
     app.add_exception_handler(LatentSearchError, _library_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

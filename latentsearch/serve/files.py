@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from PIL import UnidentifiedImageError
+
 from ..errors import InvalidInputError
 from ..ingest.sources import TEXT_SUFFIXES
 from ..media import IMAGE_SUFFIXES, open_image
@@ -41,10 +43,14 @@ def decode_upload(fh: IO[bytes], size: int | None, limit: int, filename: str | N
     if size == 0:
         raise InvalidInputError("the uploaded image is empty")
     fh.seek(0)
+    label = f" {filename!r}" if filename else ""
     try:
         return open_image(fh)  # type: ignore[arg-type]  # Pillow opens binary files as paths
+    except UnidentifiedImageError:  # its message names the temporary file, not the upload
+        raise InvalidInputError(
+            f"the uploaded file{label} is not an image this server can read (JPEG, PNG, WebP, GIF, BMP or TIFF)"
+        ) from None
     except Exception as exc:
-        label = f" {filename!r}" if filename else ""
         raise InvalidInputError(f"cannot read the uploaded image{label}: {exc}") from None
 
 

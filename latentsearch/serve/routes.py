@@ -24,9 +24,10 @@ from ..errors import InvalidInputError
 from .auth import require_read, require_write, served
 from .errors import ItemNotFoundError
 from .files import decode_upload, open_item_file
+from .maps import map_answer
 from .metrics import CONTENT_TYPE
 from .schemas import (
-    ERRORS, AddRequest, ClustersRequest, DeleteRequest, DeleteResponse, IdQuery, IdsResponse, ItemOut,
+    ERRORS, AddRequest, ClustersRequest, DeleteRequest, DeleteResponse, IdQuery, IdsResponse, ItemOut, MapRequest,
     SearchRequest, SearchResponse, VectorQuery,
 )
 
@@ -43,6 +44,7 @@ class JSONResponse(_StrictJSON):
             return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+MAX_MAP_SAMPLE = 20_000
 READ = [Depends(require_read)]
 WRITE = [Depends(require_write)]
 COLLECTION = "/api/collections/{name}"
@@ -70,12 +72,13 @@ def metrics(request: Request) -> Response:
 def list_collections(request: Request) -> JSONResponse:
     """Each served collection: its name and what ``Collection.info()`` says."""
     state = served(request)
-    return JSONResponse({"collections": [{"name": n, **state.get(n).info()} for n in state.names()]})
+    return JSONResponse({"collections": [_info(state, n) for n in state.names()]})
 
 
 def collection_info(name: str, request: Request) -> JSONResponse:
-    """Encoder, dimension, metric, index, sizes: ``Collection.info()``."""
-    return JSONResponse({"name": name, **served(request).get(name).info()})
+    """Encoder, dimension, metric, index, sizes: ``Collection.info()``; ``queries``: what a
+    search may be given besides a vector or an item id ("text", "image")."""
+    return JSONResponse(_info(served(request), name))
 
 
 def search(name: str, body: SearchRequest, request: Request) -> JSONResponse:
@@ -110,6 +113,7 @@ def search_image(
     k: int = Form(10, ge=1),
     where: Optional[str] = Form(None, description='A filter as JSON text, e.g. {"topic": "cats"}.'),
     group_by: Optional[str] = Form(None),
+    vector: bool = Form(False, description="Also answer the image's vector (to ask for its clusters or map place)."),
 ) -> JSONResponse:
     """Search by an uploaded image (multipart field ``file``), decoded with the checks ingestion
     applies (size limit, decompression bombs refused); answers like ``/search``."""
@@ -119,8 +123,12 @@ def search_image(
     filters = _parse_where(where)
     _finite(filters, "where")
     image = decode_upload(file.file, file.size, state.options.max_image_bytes, file.filename)
-    hits, stats = col.search_batch_with_stats([image], k=k, group_by=group_by or None, where=filters)
-    return JSONResponse({"hits": [h.to_dict() for h in hits[0]], "filter": _filter(stats)})
+    query: Any = col.searcher.query_vectors([image]).vectors[0] if vector else image  # encoded once
+    hits, stats = col.search_batch_with_stats([query], k=k, group_by=group_by or None, where=filters)
+    out: dict[str, Any] = {"hits": [h.to_dict() for h in hits[0]], "filter": _filter(stats)}
+    if vector:
+        out["vector"] = [float(v) for v in query]
+    return JSONResponse(out)
 
 
 def add_items(name: str, body: AddRequest, request: Request) -> JSONResponse:
@@ -184,6 +192,37 @@ def clusters(name: str, body: ClustersRequest, request: Request) -> JSONResponse
     return JSONResponse({"clusters": [g.to_dict() for g in groups]})
 
 
+def collection_map(
+    name: str,
+    request: Request,
+    sample: int = Query(2000, ge=1, le=MAX_MAP_SAMPLE, description="Items on the map at most (a seeded random sample)."),
+    seed: int = Query(0, ge=0, le=2**31 - 1, description="Seed of the sample and of the quick k-means."),
+    query: Optional[str] = Query(None, max_length=10_000, description="A text query to place on the map."),
+    ids: list[int] = Query([], description="Items to place on the map (e.g. a search's hits): ?ids=1&ids=2"),
+) -> JSONResponse:
+    """The collection projected to 2-D (PCA) for the web UI: the sampled items with their
+    cluster (the stored clustering, else a quick k-means) and label, and where a text ``query``
+    and the items ``ids`` fall on the same plane. Kept between requests (see :mod:`.maps`)."""
+    return _map(request, name, sample, seed, query or None, ids)
+
+
+def collection_map_post(name: str, body: MapRequest, request: Request) -> JSONResponse:
+    """The map of ``GET …/map``, with the query given as in ``/search``: text, ``{"vector": [...]}``
+    or ``{"id": n}`` (the web UI places an uploaded image's vector this way)."""
+    return _map(request, name, body.sample, body.seed, None if body.query is None else _query(body.query), body.ids)
+
+
+def _map(request: Request, name: str, sample: int, seed: int, query: Any, ids: list[int]) -> JSONResponse:
+    state = served(request)
+    col = state.get(name)
+    _check_sizes(state.options, 1, len(ids))
+    m = state.maps.get(name, col, sample, seed)
+    qpoint = m.place(col.searcher.query_vectors([query]).vectors)[0] if query is not None else None
+    found, vectors = col.searcher.vectors(list(dict.fromkeys(ids))) if ids else ([], None)
+    marked = list(zip([int(i) for i in found], m.place(vectors))) if len(found) else []
+    return JSONResponse(map_answer(m, qpoint, marked))
+
+
 def build_router() -> APIRouter:
     """The API's routes, with their access rules and documented answers (body size limits are
     enforced by :class:`~.app.BodyLimit`, while the body is read)."""
@@ -198,6 +237,8 @@ def build_router() -> APIRouter:
     add(f"{COLLECTION}/search/image", search_image, methods=["POST"], dependencies=READ, tags=["search"],
         responses={200: {"model": SearchResponse}, **ERRORS})
     add(f"{COLLECTION}/clusters", clusters, methods=["POST"], dependencies=READ, tags=["search"], responses=ERRORS)
+    add(f"{COLLECTION}/map", collection_map, methods=["GET"], dependencies=READ, tags=["search"], responses=ERRORS)
+    add(f"{COLLECTION}/map", collection_map_post, methods=["POST"], dependencies=READ, tags=["search"], responses=ERRORS)
     add(f"{COLLECTION}/items", add_items, methods=["POST"], dependencies=WRITE, tags=["items"],
         responses={200: {"model": IdsResponse}, **ERRORS})
     add(f"{COLLECTION}/items", delete_items, methods=["DELETE"], dependencies=WRITE, tags=["items"],
@@ -275,6 +316,12 @@ def _filter(stats: Any) -> dict[str, Any] | None:
     if stats is None:
         return None
     return {"matches": stats.matches, "strategy": stats.strategy, "explanation": stats.explanation}
+
+
+def _info(state: Any, name: str) -> dict[str, Any]:
+    col = state.get(name)
+    encoder = col.encoder  # warm: loaded when the server started
+    return {"name": name, **col.info(), "queries": sorted(encoder.modalities) if encoder is not None else []}
 
 
 def _item(request: Request, name: str, item_id: int) -> Any:

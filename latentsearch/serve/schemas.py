@@ -48,6 +48,13 @@ class ClustersRequest(_Strict):
     where: Optional[dict[str, Any]] = None
 
 
+class MapRequest(_Strict):
+    query: Optional[Query] = Field(None, description="A query to place on the map: text, a vector or an item id.")
+    ids: list[StrictInt] = Field([], description="Items to place on the map, e.g. a search's hits.")
+    sample: StrictInt = Field(2000, ge=1, le=20_000, description="Items on the map at most (a seeded random sample).")
+    seed: StrictInt = Field(0, ge=0, le=2**31 - 1, description="Seed of the sample and of the quick k-means.")
+
+
 class AddRequest(_Strict):
     """Give ``texts`` or ``vectors``. With ``keys`` the items are upserted: an existing key is
     replaced (keeping its id, and its metadata unless ``metadata`` is given), unless

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import CollectionNotFoundError, LatentSearchError
 from .errors import ServiceUnavailableError
+from .maps import MapCache
 
 log = logging.getLogger("latentsearch.serve")
 
@@ -68,6 +69,7 @@ class ServedCollections:
         self.failed: str | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
+        self.maps = MapCache()
 
     # -- startup and shutdown -------------------------------------------------------------------
 
