@@ -14,9 +14,11 @@ from typing import Any
 import click
 
 from . import __version__
+from click.core import ParameterSource
+
 from .cli_common import (
-    collection_argument, echo_json, human_bytes, json_option, parse_where, print_report, run_with_progress, source_label,
-    stdout_console,
+    collection_argument, collection_or_url_argument, echo_json, human_bytes, json_option, parse_where, print_hits,
+    print_report, remote_search, run_with_progress, server_target, stdout_console,
 )
 from .errors import LatentSearchError
 
@@ -185,7 +187,7 @@ def _check_something_to_index(records: Any) -> None:
 
 
 @cli.command()
-@collection_argument
+@collection_or_url_argument
 @click.argument("query", required=False)
 @click.option("-k", default=10, show_default=True, type=click.IntRange(min=1), help="How many results.")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Search by this image instead of text.")
@@ -203,18 +205,27 @@ def _check_something_to_index(records: Any) -> None:
     show_default=True,
     help="dense: by meaning (vectors); lexical: by words (full-text index); hybrid: both, fused.",
 )
+@click.option("--server", metavar="URL", help="Search the collection NAME served at URL by `latentsearch serve`.")
+@click.option("--token", envvar="LATENTSEARCH_TOKEN", metavar="TOKEN",
+              help="The server's token, when its reads need one (env LATENTSEARCH_TOKEN, which `ps` does not show).")
 @json_option
 def search(
-    collection: Path,
+    collection: Path | str,
     query: str | None,
     k: int,
     image: Path | None,
     documents: bool,
     where_json: str | None,
     mode: str,
+    server: str | None,
+    token: str | None,
     as_json: bool,
 ) -> None:
     """Search COLLECTION for QUERY (text) or --image.
+
+    COLLECTION is a collection's folder, or the URL of one that `latentsearch serve` serves
+    (http://host:8000/NAME, or NAME with --server URL): the server's warm model answers, and
+    nothing heavy loads here, so repeated searches are fast. The output is the same.
 
     --where filters on metadata keys (dotted for nested ones) and on id, key, source, modality,
     document and added_at, with $eq $ne $gt $gte $lt $lte $in $nin $exists $not $and $or.
@@ -225,53 +236,26 @@ def search(
       latentsearch search photos --image cat.jpg --json
       latentsearch search papers "black holes" --where '{"topic": "space", "year": {"$gte": 2020}}'
       latentsearch search papers "BRCA1 mutation" --mode hybrid
+      latentsearch search http://127.0.0.1:8000/papers "protein folding"
+      LATENTSEARCH_TOKEN=… latentsearch search papers "protein folding" --server http://127.0.0.1:8000
     """
-    from .collection import Collection
-
     if (query is None) == (image is None):
         raise click.UsageError("give a text QUERY or --image PATH (one of them)")
     if image is not None and mode != "dense":
         raise click.UsageError(f"--mode {mode} needs a text QUERY; search by --image with --mode dense")
     where = parse_where(where_json)
-    with Collection.open(collection) as col:
-        (hits,), stats = col.search_batch_with_stats(
-            [image if image is not None else query],
-            k=k,
-            group_by="document" if documents else None,
-            where=where,
-            mode=mode,
-        )
-    if stats is not None and stats.matches and len(hits) < k and not as_json:
-        click.echo(f"{stats.matches} item{'' if stats.matches == 1 else 's'} match the filter", err=True)
-    if stats is not None and not stats.matches and not as_json:
-        why = stats.explanation
-        click.echo(f"no item matches the filter: {why}" if why else "no item matches the filter", err=True)
-    if as_json:
-        echo_json([h.to_dict() for h in hits])
-        return
-    from rich.table import Table
+    target = server_target(collection, server)
+    options: dict[str, Any] = {"k": k, "group_by": "document" if documents else None, "where": where, "mode": mode}
+    if target is not None:
+        hits, stats = remote_search(*target, token, image if image is not None else query, **options)
+    else:
+        if click.get_current_context().get_parameter_source("token") == ParameterSource.COMMANDLINE:
+            raise click.UsageError("--token is for searching through a server: give a collection URL or --server URL")
+        from .collection import Collection
 
-    table = Table(box=None, pad_edge=False)
-    id_width = max([len(str(h.id)) for h in hits] + [2])
-    rank_width = len(str(max(len(hits), 1)))  # not k: a huge k returns every item, no more
-    for name, width in (("#", rank_width), ("score", 7), ("id", id_width)):
-        table.add_column(name, no_wrap=True, min_width=width)
-    labels = [source_label(h) for h in hits]
-    source_width = min(40, max([len(x) for x in labels] + [6]))
-    table.add_column("source", no_wrap=True, min_width=source_width, max_width=40, overflow="ellipsis")
-    console = stdout_console()
-    fixed = rank_width + 7 + id_width + source_width + 8  # the other columns and the gaps
-    table.add_column("text", no_wrap=True, overflow="ellipsis", max_width=max(20, console.width - fixed))
-    for rank, (hit, label) in enumerate(zip(hits, labels), start=1):
-        table.add_row(str(rank), f"{hit.score:.4f}", str(hit.id), label, hit.snippet(200))
-    console.print(table)
-    if not hits:
-        if where:
-            click.echo("no results (no item matches the filter)")
-        elif mode == "lexical":
-            click.echo("no results (no item's text has a word of the query)")
-        else:
-            click.echo("no results (the collection is empty)")
+        with Collection.open(collection) as col:
+            (hits,), stats = col.search_batch_with_stats([image if image is not None else query], **options)
+    print_hits(hits, stats, k, as_json, bool(where), mode)
 
 
 @cli.command()

@@ -108,9 +108,7 @@ class RemoteCollection:
     ) -> list[Hit]:
         """The ``k`` nearest items to a text, a vector, an item id, an image ``Path`` or a PIL image."""
         if isinstance(query, Path) or _is_image(query):
-            if mode != "dense":
-                raise InvalidInputError(f"{mode} search needs a text query; search by image with mode='dense'")
-            return self._search_image(query, k, group_by, where)[0]
+            return self.search_batch_with_stats([query], k, group_by, where, mode)[0][0]
         body = self._search_body(k, group_by, where, mode, hybrid_weights, query=_query(query))
         return _hits(self.client.request("POST", f"{self._path}/search", json=body)["hits"])
 
@@ -123,11 +121,16 @@ class RemoteCollection:
     def search_batch_with_stats(self, queries: Sequence[Any], k: int = 10, group_by: str | None = None,
                                 where: Mapping[str, Any] | None = None, mode: str = "dense",
                                 hybrid_weights: Sequence[float] = (1.0, 1.0)) -> tuple[list[list[Hit]], FilterStats | None]:
-        """:meth:`search_batch`, and what the filter did (None without ``where``)."""
+        """:meth:`search_batch`, and what the filter did (None without ``where``). An image (a
+        ``Path`` or a PIL image) is uploaded, so it comes alone: a batch of one."""
         if isinstance(queries, (str, bytes)):
             raise InvalidInputError("search_batch() takes a list of queries, not a single one")
         if any(isinstance(q, Path) or _is_image(q) for q in queries):
-            raise InvalidInputError("search images one at a time with search(); a batch takes texts, vectors and ids")
+            if len(queries) != 1:
+                raise InvalidInputError("search images one at a time with search(); a batch takes texts, vectors and ids")
+            if mode != "dense":
+                raise InvalidInputError(f"{mode} search needs a text query; search by image with mode='dense'")
+            return self._search_image(queries[0], k, group_by, where)
         body = self._search_body(k, group_by, where, mode, hybrid_weights, queries=[_query(q) for q in queries])
         answer = self.client.request("POST", f"{self._path}/search", json=body)
         return [_hits(row) for row in answer["results"]], _stats(answer.get("filter"))
@@ -189,7 +192,7 @@ class RemoteCollection:
     def _search_body(k: int, group_by: str | None, where: Any, mode: str, weights: Sequence[float], **query: Any) -> dict[str, Any]:
         return {**query, "k": k, "group_by": group_by, "where": where, "mode": mode, "hybrid_weights": list(weights)}
 
-    def _search_image(self, image: Any, k: int, group_by: str | None, where: Any) -> list[list[Hit]]:
+    def _search_image(self, image: Any, k: int, group_by: str | None, where: Any) -> tuple[list[list[Hit]], FilterStats | None]:
         if isinstance(image, Path):
             try:
                 name, data = image.name, image.expanduser().read_bytes()
@@ -205,7 +208,7 @@ class RemoteCollection:
         if group_by is not None:
             form["group_by"] = group_by
         answer = self.client.request("POST", f"{self._path}/search/image", files={"file": (name, data)}, data=form)
-        return [_hits(answer["hits"])]
+        return [_hits(answer["hits"])], _stats(answer.get("filter"))
 
     def _write(self, inputs: Any, metadata: Any, keys: Any, on_conflict: str) -> list[int]:
         if isinstance(inputs, (str, bytes)):
