@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,7 @@ httpx = pytest.importorskip("httpx")
 
 from latentsearch.cli import cli  # noqa: E402
 from helpers import assert_one_line_error, write_jsonl  # noqa: E402
+from serving import free_port, running  # noqa: E402
 
 READ = "read-t0ken"
 ENC = "hashing:64"
@@ -43,12 +42,6 @@ def ok(result: Result) -> str:
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     assert "Traceback" not in result.output
     return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Served:
@@ -85,37 +78,8 @@ def make_collections(root: Path) -> tuple[Path, Path, Path]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("served")
     notes, pics, query = make_collections(root)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("LATENTSEARCH_TOKEN", "LATENTSEARCH_READ_TOKEN")}
-    log = root / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "latentsearch.cli", "serve", str(notes), str(pics), "--port", str(port),
-             "--read-token", READ, "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(url + "/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server was not healthy within 60 s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield Served(url, notes, pics, query)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(15)
+    with running([notes, pics], root / "server.log", "--read-token", READ, "--log-level", "warning") as server:
+        yield Served(server.url, notes, pics, query)
 
 
 def both(served: Served, *args: object) -> tuple[str, str, str]:

@@ -86,7 +86,7 @@ def test_health_collections_and_info(api: TestClient, notes: Path) -> None:
     info = api.get("/api/collections/notes").json()
     with latentsearch.open(notes) as col:
         expected = col.info()
-    assert info == {"name": "notes", **expected}
+    assert info == {"name": "notes", **expected, "queries": ["image", "text"]}  # what hashing:64 encodes
     assert api.get("/openapi.json").json()["paths"]["/api/collections/{name}/search"]["post"]
 
 
@@ -138,7 +138,7 @@ def test_image_search_upload(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["hits"] == [h.to_dict() for h in expected]
         bad = client.post("/api/collections/photos/search/image", files={"file": ("q.png", b"not an image")})
-        assert bad.status_code == 400 and "cannot read the uploaded image" in bad.json()["error"]
+        assert bad.status_code == 400 and "is not an image this server can read" in bad.json()["error"]
         remote = Client("http://testserver", http=client).collection("photos")
         assert remote.search(folder / "p1.png", k=2) == expected
 

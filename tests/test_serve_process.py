@@ -4,9 +4,7 @@ middle of a stream of writes (the collection reopens consistent with every ackno
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,56 +21,17 @@ httpx = pytest.importorskip("httpx")
 
 import latentsearch  # noqa: E402
 from latentsearch.serve.errors import ServiceUnavailableError  # noqa: E402
+import serving  # noqa: E402
+from serving import Server, free_port  # noqa: E402
 
 TOKEN = "t0ken-for-tests"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path):
-        self.proc, self.url, self.log = proc, url, log
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @contextmanager
 def running(paths: list[Path], log: Path, *args: str, token: str | None = TOKEN) -> Iterator[Server]:
-    """``latentsearch serve PATHS`` on a free port, once ``/api/health`` says ok; killed at the end
-    if still running. Its output goes to ``log`` (a pipe could fill and stall it)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "LATENTSEARCH_TOKEN"}
-    if token:
-        env["LATENTSEARCH_TOKEN"] = token
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "latentsearch.cli", "serve", *map(str, paths), "--port", str(port), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )
-    server = Server(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{server.output()}")
-            try:
-                if httpx.get(server.url + "/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server was not healthy within 90 s:\n{server.output()}")
-            time.sleep(0.1)
+    """``latentsearch serve PATHS`` with ``token`` as its write token (LATENTSEARCH_TOKEN)."""
+    with serving.running(paths, log, *args, env={"LATENTSEARCH_TOKEN": token} if token else None) as server:
         yield server
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
 
 
 def make_collection(path: Path, n: int = 200) -> Path:

@@ -46,11 +46,11 @@ def decode_upload(fh: IO[bytes], size: int | None, limit: int, filename: str | N
     label = f" {filename!r}" if filename else ""
     try:
         return open_image(fh)  # type: ignore[arg-type]  # Pillow opens binary files as paths
-    except UnidentifiedImageError:  # its message names the temporary file, not the upload
-        raise InvalidInputError(
-            f"the uploaded file{label} is not an image this server can read (JPEG, PNG, WebP, GIF, BMP or TIFF)"
-        ) from None
     except Exception as exc:
+        if isinstance(exc.__cause__, UnidentifiedImageError):  # its message names the temporary file
+            raise InvalidInputError(
+                f"the uploaded file{label} is not an image this server can read (JPEG, PNG, WebP, GIF, BMP or TIFF)"
+            ) from None
         raise InvalidInputError(f"cannot read the uploaded image{label}: {exc}") from None
 
 

@@ -69,7 +69,8 @@ function status(message, isError) {
 const colour = (cluster) => (cluster < 0 ? "#9aa0aa" : COLOURS[cluster % COLOURS.length]);
 const snippet = (text, n) => (!text ? "" : text.length > n ? text.slice(0, n - 1) + "…" : text);
 const label = (item) => item.source || item.key || `#${item.id}`;
-const shortLabel = (item) => (item.source ? item.source.split(/[\\/]/).pop() : label(item));
+const pathTail = (text) => (/^(\/|[A-Za-z]:\\)/.test(text) ? text.split(/[\\/]/).pop() : text);
+const shortLabel = (item) => (item.source ? pathTail(item.source) : label(item));
 const metaText = (m) => (m && Object.keys(m).length ? JSON.stringify(m) : "");
 
 // -- collections --------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ async function loadClusters(query, where, k, seq) {
     if (seq !== state.seq) return;
     box.className = "";
     box.replaceChildren(...data.clusters.map((c) => el("div", { class: "cluster" },
-      el("div", {}, el("span", { class: "label", text: c.label }), el("span", { class: "muted", text: ` · ${c.size} items · score ${c.score.toFixed(3)}` })),
+      el("div", {}, el("span", { class: "label", text: pathTail(c.label) }), el("span", { class: "muted", text: ` · ${c.size} items · score ${c.score.toFixed(3)}` })),
       ...c.members.slice(0, 3).map((m) => el("div", { class: "meta", onclick: () => showItem(m.id) },
         `#${m.id} ${snippet(m.text || shortLabel(m), 120)}`)))));
   } catch (error) {
@@ -272,6 +273,7 @@ function drawMap() {
     ctx.beginPath(); ctx.arc(px, py, 2.5, 0, 2 * Math.PI); ctx.fill();
   }
   ctx.globalAlpha = 1;
+  if (m.query) star(ctx, ...at(m.query.x, m.query.y)); // under the hits, which are often on it
   const clusterOf = new Map(m.ids.map((id, i) => [id, m.cluster[i]]));
   for (const p of m.marked) {
     const [px, py] = at(p.x, p.y);
@@ -288,7 +290,6 @@ function drawMap() {
       ctx.beginPath(); ctx.arc(px, py, 7, 0, 2 * Math.PI); ctx.stroke();
     }
   }
-  if (m.query) star(ctx, ...at(m.query.x, m.query.y));
   state.view = { at };
 }
 
