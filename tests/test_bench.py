@@ -91,6 +91,28 @@ def test_ann_benchmark_runs_on_siftsmall(tmp_path):
     assert (tmp_path / "ann.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "ann.md").exists()
 
 
+def test_serve_load_benchmark_runs_on_tiny_data(tmp_path):
+    pytest.importorskip("uvicorn")
+    result = run_script("serve_load", "--workloads", "vector,text", "--vectors", "300", "--dim", "16",
+                        "--texts", "200", "--encoder", "hashing:64", "--queries", "40", "--batch", "8",
+                        "--clients", "1,2", "--duration", "0.3", "--warmup", "0", tmp_path=tmp_path)
+    assert [b["workload"] for b in result["in_process"]] == ["vector", "text"]
+    assert all(b["cold_start_s"] > 0 and b["search_batch_qps"] > 0 for b in result["in_process"])
+    assert "encode_p50_ms" in result["in_process"][1]
+    rows = result["http"]
+    # vector: 1 and 2 clients, a batch row, then both with the writer; text: the same without the batch row
+    assert [(r["workload"], r["form"], r["clients"], r["writer"]) for r in rows] == [
+        ("vector", "single", 1, False), ("vector", "single", 2, False), ("vector", "batch", 1, False),
+        ("vector", "single", 1, True), ("vector", "single", 2, True),
+        ("text", "single", 1, False), ("text", "single", 2, False), ("text", "single", 1, True),
+        ("text", "single", 2, True),
+    ]
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in rows), [r.get("first_error") for r in rows]
+    assert all(r["items_before"] == (300 if r["workload"] == "vector" else 200) for r in rows)  # writes undone
+    assert all(r["write_requests"] > 0 for r in rows if r["writer"])
+    assert {g["goal"].split(",")[0] for g in result["goals"]} >= {"vector", "text", "0 errors"}
+
+
 def test_hybrid_benchmark_runs_on_tiny_data(tmp_path):
     data = write_beir(tmp_path / "tiny")
     result = run_script("hybrid", "--dataset", str(data), "--encoder", "hashing:256", tmp_path=tmp_path)
