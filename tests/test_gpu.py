@@ -31,3 +31,12 @@ def test_gpu_search_matches_cpu(spec):
     D_cpu, I_cpu = index.index.search(q, 10, params=params) if params else index.index.search(q, 10)
     assert (I_gpu[:, 0] == I_cpu[:, 0]).mean() > 0.98
     np.testing.assert_allclose(D_gpu[:, 0], D_cpu[:, 0], rtol=1e-3, atol=1e-3)
+
+
+def test_gpu_search_with_a_huge_k_matches_cpu():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3000, 32)).astype(np.float32)
+    index = FaissIndex("Flat", 32, "l2")
+    index.add(np.arange(3000, dtype=np.int64), x)
+    D, I = index.search(x[:2], 2500)  # beyond the GPU's k: the CPU copy answers
+    assert I.shape == (2, 2500) and (I >= 0).all() and (np.diff(D, axis=1) >= -1e-4).all()

@@ -25,6 +25,8 @@ from ..errors import DimensionMismatchError, InvalidInputError, UnknownSpecError
 from .selection import DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH
 
 log = logging.getLogger(__name__)
+# FAISS's GPU k-selection takes k (and nprobe) up to 2048; larger searches run on the CPU copy
+GPU_MAX_K = 2048
 
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means warns that training is unreliable
 DEAD = -1  # id-map value of a removed vector in an index that cannot remove
@@ -301,7 +303,8 @@ class FaissIndex:
         self, xq: np.ndarray, k: int, selector: Any = None, options: dict[str, int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(D, I)`` of shape ``(nq, k)``, closest first, ``I == -1`` where fewer exist;
-        ``options`` (``efSearch``, ``nprobe``) replace the index's own for this call.
+        ``options`` (``efSearch``, ``nprobe``) replace the index's own for this call. On a GPU
+        when FAISS has one, the index type goes there and ``k`` ≤ :data:`GPU_MAX_K`; else on the CPU.
 
         Safe from many threads at once while nothing changes the index (:class:`IndexSync`
         holds its read lock around searches and its write lock around changes)."""
@@ -313,7 +316,7 @@ class FaissIndex:
                 np.full((len(xq), k), np.nan, dtype=np.float32),
                 np.full((len(xq), k), -1, dtype=np.int64),
             )
-        if selector is None and not self.dead and faiss_gpu_count():
+        if selector is None and not self.dead and k <= GPU_MAX_K and faiss_gpu_count():
             with self._gpu_lock:
                 gpu = self._gpu_index()
                 if gpu is not None:
