@@ -35,6 +35,9 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="Also answer requests whose Host header is NAME (repeatable); on a loopback address only "
                    "localhost, 127.0.0.1 and ::1 are answered, so web pages cannot reach the server by DNS rebinding.")
+@click.option("--workers", default=40, show_default=True, type=click.IntRange(1, 1024),
+              help="Threads that serve requests at once (they share the warm models and indexes; more requests wait). "
+                   "One process serves the collections, since each has one writer.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
 def serve(
     paths: tuple[Path, ...],
@@ -46,6 +49,7 @@ def serve(
     max_image_mib: float,
     read_consistency: float,
     allowed_hosts: tuple[str, ...],
+    workers: int,
     log_level: str,
 ) -> None:
     """Serve the collections at PATHS over HTTP, each under its folder's name.
@@ -91,6 +95,7 @@ def serve(
         max_body_bytes=int(max_body_mib * 1024 * 1024),
         max_image_bytes=int(max_image_mib * 1024 * 1024),
         read_consistency_interval=read_consistency,
+        workers=workers,
         allowed_hosts=[*LOOPBACK_NAMES, *allowed_hosts] if _is_loopback(host) else None,
         url=url,
         on_failure=stop,

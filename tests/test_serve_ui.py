@@ -178,3 +178,15 @@ def test_image_search_answers_its_vector(tmp_path: Path) -> None:
         assert info["queries"] == ["image", "text"]
         bad = client.post(url, files={"file": ("notes.txt", b"plain text", "text/plain")})
         assert bad.status_code == 400 and "not an image" in bad.json()["error"] and "tempfile" not in bad.json()["error"]
+
+
+def test_workers_size_the_thread_pool(notes: Path) -> None:
+    for client in serve([notes], workers=3):
+        assert client.portal.call(_thread_pool_size) == 3  # type: ignore[union-attr]
+        assert client.get("/api/collections/notes/map", params={"sample": 5}).status_code == 200
+
+
+async def _thread_pool_size() -> int:
+    import anyio.to_thread
+
+    return int(anyio.to_thread.current_default_thread_limiter().total_tokens)

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -66,6 +67,8 @@ def create_app(collections: Mapping[str, str | Path] | Sequence[str | Path], opt
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the thread pool that runs the (sync) endpoints: this many requests encode and search at once
+        anyio.to_thread.current_default_thread_limiter().total_tokens = options.workers
         state.start()
         try:
             yield

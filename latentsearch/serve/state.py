@@ -41,6 +41,7 @@ class ServeOptions:
     read_consistency_interval: float | None = 0.0
     lock_timeout: float = 10.0
     allowed_hosts: list[str] | None = None
+    workers: int = 40  # threads that run requests at once (anyio's default); more requests queue
     url: str | None = None  # for the log line ("serving http://...")
     on_failure: Callable[[str], None] | None = field(default=None, repr=False)
 
