@@ -10,6 +10,17 @@ import difflib
 from collections.abc import Iterable
 
 
+def error_reason(exc: BaseException) -> str:
+    """``exc`` as a reason for a skip, never empty: its message, else its class's name (a
+    ``MemoryError``, whose message is empty, reads "out of memory (MemoryError)")."""
+    message = str(exc).strip()
+    if message:
+        return message
+    if isinstance(exc, MemoryError):
+        return "out of memory (MemoryError)"
+    return f"{type(exc).__name__}, with no message"
+
+
 class LatentSearchError(Exception):
     """Base class of every error latentsearch raises on purpose."""
 

@@ -116,12 +116,23 @@ def test_sweep_specs_parse_comma_lists():
     assert ann.expand_specs(["Flat", "HNSW32?efSearch=16,64"]) == ["Flat", "HNSW32?efSearch=16", "HNSW32?efSearch=64"]
 
 
+def test_sweep_values_are_bounded_as_a_collection_index_spec_is():
+    from latentsearch.indexes.selection import MAX_SEARCH_OPTION
+
+    top = f"HNSW32?efSearch={MAX_SEARCH_OPTION}"
+    assert ann.SweepSpec.parse(top).points() == [{"efSearch": MAX_SEARCH_OPTION}]
+    with pytest.raises(InvalidInputError, match=f"at most {MAX_SEARCH_OPTION}"):
+        ann.SweepSpec.parse(f"HNSW32?efSearch=8,{MAX_SEARCH_OPTION + 1}")
+
+
 @pytest.mark.parametrize(
     ("text", "error", "words"),
     [
         ("HNSW32?efsearch=16", UnknownSpecError, ["efsearch", "efSearch"]),
         ("HNSW32?efSearch=16,x", InvalidInputError, ["'x'", "not an integer"]),
         ("HNSW32?efSearch=0", InvalidInputError, ["positive"]),
+        ("HNSW32?efSearch=16,1048577", InvalidInputError, ["efSearch=1048577", "at most 1048576"]),
+        ("IVF100,Flat?nprobe=99999999999999999999", InvalidInputError, ["nprobe=99999999999999999999", "at most 1048576"]),
         ("HNSW32?efSearch=", InvalidInputError, ["no values"]),
         ("?nprobe=1", InvalidInputError, ["no factory"]),
         ("auto", InvalidInputError, ["concrete"]),

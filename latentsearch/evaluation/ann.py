@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DimensionMismatchError, InvalidInputError, unknown_name
-from ..indexes.selection import SEARCH_OPTIONS, IndexSpec
+from ..indexes.selection import MAX_SEARCH_OPTION, SEARCH_OPTIONS, IndexSpec
 from ..vectors import normalize
 from .metrics import recall_against_exact
 
@@ -147,6 +147,11 @@ def _positive_int(key: str, value: str) -> int:
         raise InvalidInputError(f"index option {key}={value.strip()!r} is not an integer") from None
     if number <= 0:
         raise InvalidInputError(f"index option {key} must be positive, got {number}")
+    if number > MAX_SEARCH_OPTION:  # the bound a collection's index spec has (IndexSpec.parse)
+        raise InvalidInputError(
+            f"index option {key}={number} is too large; give at most {MAX_SEARCH_OPTION} "
+            f"(a larger {key} searches no deeper than the whole index)"
+        )
     return number
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 
 from ..encoders.base import Encoder
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, error_reason
 from ..stores.sql import NewItem
 from ..types import IMAGE, TEXT, VECTOR, IndexReport, Skipped
 from ..vectors import as_matrix, prepare
@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Progress = Callable[[int], None]
 IMAGE_WEIGHT = 8  # a decoded image holds far more memory than a text: fewer per chunk
+# Most images in one chunk, whatever the batch size: a decoded image may hold up to 16 MiB
+# (MAX_IMAGE_SIDE squared, 4 bytes a pixel) until it is encoded, and about four chunks are in
+# flight (two queued, one read, one encoded), so at most ~1 GiB of pixels. The default batch
+# size (64) gives 8 images a chunk; a batch size of 1024 would otherwise give 128 (2 GiB a chunk).
+MAX_CHUNK_IMAGES = 16
 READ_THREADS = 4
 
 
@@ -49,16 +54,21 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def chunked(items: Iterable[Record | Skipped], budget: int) -> Iterator[list[Record | Skipped]]:
-    """Chunks of records whose weight (images count more) stays within ``budget``."""
-    chunk: list[Record | Skipped] = []
-    weight = 0
+def chunked(items: Iterable[T], budget: int) -> Iterator[list[T]]:
+    """Chunks of records whose weight (images count more) stays within ``budget``, with at most
+    :data:`MAX_CHUNK_IMAGES` images each."""
+    chunk: list[T] = []
+    weight = images = 0
     for item in items:
         chunk.append(item)
-        weight += IMAGE_WEIGHT if isinstance(item, Record) and item.modality == IMAGE else 1
-        if weight >= budget:
+        if isinstance(item, Record) and item.modality == IMAGE:
+            weight += IMAGE_WEIGHT
+            images += 1
+        else:
+            weight += 1
+        if weight >= budget or images >= MAX_CHUNK_IMAGES:
             yield chunk
-            chunk, weight = [], 0
+            chunk, weight, images = [], 0, 0
     if chunk:
         yield chunk
 
@@ -158,6 +168,7 @@ def run_ingest(
             report.warnings += prep.warnings
             t0 = time.perf_counter()
             vectors = encode_records(parts.encoder.get, [r for r, _ in prep.encode], parts.config.dim, batch_size)
+            release_images(r for r, _ in prep.encode)  # the writer needs the vectors, not the pixels
             stages.encode += time.perf_counter() - t0
             if pending is not None:
                 _merge(report, pending.result())
@@ -264,6 +275,8 @@ def _prepare(
             prep.reuse.append((record, digest, reusable[digest]))  # type: ignore[arg-type]
         else:
             prep.encode.append((record, digest))  # type: ignore[arg-type]
+    encoding = {id(r) for r, _ in prep.encode}
+    release_images(r for r, _ in loaded if id(r) not in encoding)  # unchanged or reused: not encoded
     stages.read += time.perf_counter() - t0
     return prep
 
@@ -288,7 +301,16 @@ def _load(record: Record, preprocess: Callable[[Any], Any] | None = None) -> tup
         return record, "", str(exc)
     except Exception as exc:  # OSError, and the many types Pillow raises for one bad file
         what = "image" if record.modality == IMAGE else "file"
-        return record, "", f"unreadable {what}: {exc}"
+        record.image = None if record.image_path is not None else record.image  # no half-read pixels kept
+        return record, "", f"unreadable {what}: {error_reason(exc)}"
+
+
+def release_images(records: Iterable[Record]) -> None:
+    """Drop the decoded pixels (or model input) of encoded image files: only their file is
+    kept, so a chunk waiting for its transaction holds no images."""
+    for record in records:
+        if record.image_path is not None:
+            record.image = None
 
 
 def _write(parts: Parts, prep: Prepared, vectors: np.ndarray, stages: Stages, progress: Progress | None) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..encoders.base import Encoder
+from ..errors import error_reason
 from ..types import IndexReport, Skipped
 from ..vectors import prepare
-from .pipeline import Progress, encode_records
+from .pipeline import Progress, chunked, encode_records, release_images
 from .records import Record
 
 if TYPE_CHECKING:
@@ -44,15 +45,22 @@ def reembed(
                 records.append((item.id, Record(image_path=Path(item.source))))
             elif item.modality != "vector":
                 report.skipped.append(Skipped(item.source or str(item.id), "source file is gone"))
-        readable = []
-        for item_id, record in records:
-            try:
-                record.load()
-                readable.append((item_id, record))
-            except Exception as exc:  # Pillow raises many types for one bad file
-                report.skipped.append(Skipped(str(record.image_path), f"unreadable: {exc}"))
-        raw = encode_records(lambda: encoder, [r for _, r in readable], config.dim, batch_size)
-        vectors = prepare(raw, config.dim, config.metric)
+        item_ids = {id(record): item_id for item_id, record in records}
+        readable: list[tuple[int, Record]] = []
+        raw = [np.zeros((0, config.dim), np.float32)]
+        # Decoded a chunk at a time (at most MAX_CHUNK_IMAGES images), and dropped once encoded.
+        for chunk in chunked([record for _, record in records], batch_size):
+            loaded: list[Record] = []
+            for record in chunk:
+                try:
+                    record.load()
+                    loaded.append(record)
+                except Exception as exc:  # Pillow raises many types for one bad file
+                    report.skipped.append(Skipped(str(record.image_path), f"unreadable: {error_reason(exc)}"))
+            raw.append(encode_records(lambda: encoder, loaded, config.dim, batch_size))
+            release_images(loaded)
+            readable += [(item_ids[id(record)], record) for record in loaded]
+        vectors = prepare(np.concatenate(raw), config.dim, config.metric)
         updated = {item_id: v for (item_id, _), v in zip(readable, vectors)}
         ids = np.array(list(updated), dtype=np.int64)
         with sync.writing():
