@@ -51,6 +51,12 @@ def clusters(
 @click.option("-k", default=None, type=click.IntRange(min=1), help="How many results [default: 10; with --between, 1 per step].")
 @click.option("--between", nargs=2, metavar="A B", default=None, help="Walk from A to B (each a text, #ID or image path) instead of EXPRESSION.")
 @click.option("--steps", default=5, show_default=True, type=click.IntRange(min=2), help="Points from A to B, both ends included.")
+@click.option("--around", "around", default=None, metavar="X", help="Sample latents around X (a text, #ID or image path) instead of EXPRESSION.")
+@click.option("--samples", default=16, show_default=True, type=click.IntRange(1, 256), help="Latents drawn by --around (the first is X itself).")
+@click.option("--radius", default=0.5, show_default=True, type=click.FloatRange(0, 100), help="Spread of --around's samples, times the collection's per-dimension standard deviation.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of --around's samples.")
+@click.option("--decode", "decode_to", default=None, type=click.Path(dir_okay=False, path_type=Path), metavar="PNG",
+              help="Decode the latents with the encoder's decoder (autoencoders, VAEs) into an image grid, the nearest real items under them.")
 @click.option("--mmr", "lambda_", type=click.FloatRange(0.0, 1.0), default=None, metavar="LAMBDA", help="Diversify the results by maximal marginal relevance (1: plain order, 0: most varied).")
 @click.option("--fetch-k", default=50, show_default=True, type=click.IntRange(min=1), help="Candidates --mmr chooses from.")
 @json_option
@@ -60,30 +66,46 @@ def explore(
     k: int | None,
     between: tuple[str, str] | None,
     steps: int,
+    around: str | None,
+    samples: int,
+    radius: float,
+    seed: int,
+    decode_to: Path | None,
     lambda_: float | None,
     fetch_k: int,
     as_json: bool,
 ) -> None:
-    """Query COLLECTION in its latent space: arithmetic, interpolation, diversified results.
+    """Query COLLECTION in its latent space: arithmetic, interpolation, sampling, diversified results.
 
     EXPRESSION adds and subtracts quoted texts and #ID items, optionally weighted: the items
     nearest the combined vector come back, leaving out the items named. With --mmr it must be
     one term. --between A B lists the items nearest each point on the way from A to B.
+    --around X draws latents near X. With a model that decodes (an autoencoder or a VAE),
+    --decode PNG draws the latents decoded, with the nearest real item under each.
 
     \b
     Example:
       latentsearch explore photos '"beach" + #42 - "people"' -k 5
       latentsearch explore photos --between '"sunrise"' '#42' --steps 7 -k 1
       latentsearch explore papers '"protein folding"' --mmr 0.5 -k 10
+      latentsearch explore digits --between '#12' '#40' --steps 8 --decode walk.png
+      latentsearch explore digits '#3 + #7 - #9' --decode sum.png
+      latentsearch explore digits --around '#12' --samples 16 --decode around.png
     """
     from .collection import Collection
     from .query.latent import parse_expression
 
-    if (expression is None) == (between is None):
-        raise click.UsageError("give an EXPRESSION or --between A B (one of them)")
-    if between is not None and lambda_ is not None:
-        raise click.UsageError("--mmr goes with an EXPRESSION, not with --between")
+    if sum(x is not None for x in (expression, between, around)) != 1:
+        raise click.UsageError("give one of EXPRESSION, --between A B or --around X")
+    if lambda_ is not None and expression is None:
+        raise click.UsageError("--mmr goes with an EXPRESSION")
+    if lambda_ is not None and decode_to is not None:
+        raise click.UsageError("--mmr picks real items; there is nothing to --decode")
+    terms = parse_expression(expression) if expression is not None else None
     with Collection.open(collection) as col:
+        if decode_to is not None or around is not None:
+            _decode_or_sample(col, terms, between, around, steps, samples, radius, seed, k, decode_to, as_json)
+            return
         if between is not None:
             a, b = (_explore_term(x) for x in between)
             walk = col.interpolate(a, b, steps=steps, k=k or 1)
@@ -94,7 +116,7 @@ def explore(
                 for hit in hits:
                     click.echo(f"t={t:.2f}  {hit.score:.4f}  {hit.id}  {source_label(hit)}  {hit.snippet(60)}")
             return
-        terms = parse_expression(expression)  # type: ignore[arg-type]
+        assert terms is not None
         k = k or 10
         if lambda_ is not None:
             if len(terms) != 1 or terms[0][1] != 1.0:
@@ -109,6 +131,40 @@ def explore(
         click.echo(f"{rank:>3}  {hit.score:.4f}  {hit.id}  {source_label(hit)}  {hit.snippet(60)}")
     if not hits:
         click.echo("no results (the collection is empty)")
+
+
+def _decode_or_sample(
+    col: Any, terms: Any, between: Any, around: str | None, steps: int, samples: int, radius: float,
+    seed: int, k: int | None, decode_to: Path | None, as_json: bool,
+) -> None:
+    """The latents of an arithmetic, a walk or samples around a latent, decoded into a grid when
+    ``decode_to`` is given (else, for --around, listed with their nearest items)."""
+    from .query import decoding
+
+    encoder = None
+    if decode_to is not None:
+        encoder = col.encoder
+        decoding.check_decoder(encoder)  # no decoder: say so before any work
+    if around is not None:
+        result = decoding.around(col.searcher, encoder, _explore_term(around), samples, radius, seed)
+    elif between is not None:
+        a, b = (_explore_term(x) for x in between)
+        result = decoding.walk(col.searcher, encoder, a, b, steps, k or 1)
+    else:
+        result = decoding.arithmetic(col.searcher, encoder, terms, k or 8)
+    if decode_to is not None:
+        decoding.decoded_grid(result, col.searcher, encoder, decode_to)
+    if as_json:
+        echo_json({
+            "decoded": str(decode_to) if decode_to else None,
+            "points": [{"caption": c, "hits": [h.to_dict() for h in hits]} for c, hits in zip(result.captions, result.nearest)],
+        })
+        return
+    for caption, hits in zip(result.captions, result.nearest):
+        for hit in hits:
+            click.echo(f"{caption:<10}  {hit.score:.4f}  {hit.id}  {source_label(hit)}  {hit.snippet(60)}")
+    if decode_to is not None:
+        click.echo(f"wrote {decode_to} ({len(result.images)} decoded)", err=True)
 
 
 def _explore_term(text: str) -> Any:

@@ -335,6 +335,14 @@ class Collection:
 
         return mmr_search(self.searcher, query, k, fetch_k, lambda_, where)
 
+    def decode(self, vectors: Any, batch_size: int = 32) -> list[Any]:
+        """The inputs the encoder's decoder makes of ``vectors`` (``(n, dim)`` or one ``(dim,)``
+        latent): a list of PIL images, for encoders of autoencoders and VAEs (``encoder.decodes``).
+        A cosine collection stores unit-length vectors, so its decoder sees directions only."""
+        from .query.decoding import decode_vectors
+
+        return decode_vectors(self.encoder, vectors, self.config.dim, batch_size)
+
     # -- corpus clusters (query/corpus_clusters.py) ------------------------------------------------
 
     def cluster(self, n: int, seed: int = 0, sample: int | None = None) -> list[Any]:

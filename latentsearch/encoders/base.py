@@ -31,6 +31,18 @@ class Encoder(Protocol):
     def encode_image(self, images: Sequence[Image], batch_size: int = 32) -> np.ndarray: ...
 
 
+@runtime_checkable
+class Decoder(Protocol):
+    """An encoder whose model also maps latents back to inputs (an autoencoder's or a VAE's
+    decoder). ``decodes`` is False on encoders without one."""
+
+    decodes: bool
+
+    def decode(self, vectors: np.ndarray, batch_size: int = 32) -> list[Image]:
+        """``(n, dim)`` float32 latents → ``n`` RGB images."""
+        ...
+
+
 class BaseEncoder:
     """Shared behaviour: errors for unsupported modalities and output checks."""
 
@@ -43,6 +55,14 @@ class BaseEncoder:
 
     def encode_image(self, images: Sequence[Image], batch_size: int = 32) -> np.ndarray:
         raise InvalidInputError(f"the encoder {self.spec!r} does not encode images")
+
+    decodes: bool = False
+
+    def decode(self, vectors: np.ndarray, batch_size: int = 32) -> list[Image]:
+        raise InvalidInputError(
+            f"the encoder {self.spec!r} has no decoder: decoding needs a model with a decode method "
+            "(torchscript:, onnx: or torch: encoders of an autoencoder or a VAE)"
+        )
 
     def _checked(self, array: Any, n: int) -> np.ndarray:
         """``array`` as an ``(n, dim)`` float32 C-contiguous matrix, or an error with both shapes."""
