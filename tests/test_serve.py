@@ -86,7 +86,7 @@ def test_health_collections_and_info(api: TestClient, notes: Path) -> None:
     info = api.get("/api/collections/notes").json()
     with latentsearch.open(notes) as col:
         expected = col.info()
-    assert info == {"name": "notes", **expected, "queries": ["image", "text"]}  # what hashing:64 encodes
+    assert info == {"name": "notes", **expected, "queries": ["image", "text"], "decodes": False}  # hashing:64
     assert api.get("/openapi.json").json()["paths"]["/api/collections/{name}/search"]["post"]
 
 

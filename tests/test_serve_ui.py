@@ -190,3 +190,28 @@ async def _thread_pool_size() -> int:
     import anyio.to_thread
 
     return int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+
+
+def test_an_items_latent_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latentsearch.encoders import ENCODERS
+    from test_decoding import EntryPoint, colours
+
+    monkeypatch.setattr(ENCODERS, "_plugins", {**ENCODERS.plugins(), "toyae": EntryPoint()})
+    colours(tmp_path / "images", 6)
+    with latentsearch.create(tmp_path / "ae", encoder="toyae:", metric="l2", index="Flat") as col:
+        col.index_paths([tmp_path / "images"])
+    for client in serve([tmp_path / "ae"]):
+        assert client.get("/api/collections/ae").json()["decodes"] is True
+        r = client.get("/api/collections/ae/items/1/decoded")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        import io
+
+        image = Image.open(io.BytesIO(r.content))
+        assert image.size == (8, 8) and np.asarray(image)[..., 0].mean() > 150  # c00.png is red
+        assert client.get("/api/collections/ae/items/99/decoded").status_code == 404
+    texts, _ = make_texts(3)
+    with latentsearch.create(tmp_path / "h", encoder="hashing:16") as col:
+        col.add(texts)
+    for client in serve([tmp_path / "h"]):
+        r = client.get("/api/collections/h/items/1/decoded")
+        assert r.status_code == 400 and "has no decoder" in r.json()["error"]

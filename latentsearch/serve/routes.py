@@ -10,6 +10,7 @@ Errors are raised as latentsearch errors and answered by the handlers in :mod:`.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 from typing import Any, Optional
@@ -77,7 +78,8 @@ def list_collections(request: Request) -> JSONResponse:
 
 def collection_info(name: str, request: Request) -> JSONResponse:
     """Encoder, dimension, metric, index, sizes: ``Collection.info()``; ``queries``: what a
-    search may be given besides a vector or an item id ("text", "image")."""
+    search may be given besides a vector or an item id ("text", "image"); ``decodes``: whether
+    ``…/items/{id}/decoded`` can draw an item's latent."""
     return JSONResponse(_info(served(request), name))
 
 
@@ -182,6 +184,18 @@ def item_file(name: str, item_id: int, request: Request) -> Response:
     return StreamingResponse(f.chunks(), media_type=f.media_type, headers=headers)
 
 
+def item_decoded(name: str, item_id: int, request: Request) -> Response:
+    """The item's stored latent decoded by the encoder's decoder (an autoencoder's or a VAE's),
+    as a PNG; 400 when the encoder has no decoder."""
+    col = served(request).get(name)
+    _item(request, name, item_id)  # 404 first
+    _, vectors = col.searcher.vectors([item_id])
+    image = col.decode(vectors[:1])[0]
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return Response(out.getvalue(), media_type="image/png", headers={"X-Content-Type-Options": "nosniff"})
+
+
 def clusters(name: str, body: ClustersRequest, request: Request) -> JSONResponse:
     """The ``k`` nearest neighbours of ``query`` grouped into labelled clusters."""
     state = served(request)
@@ -236,6 +250,8 @@ def build_router() -> APIRouter:
         responses={200: {"model": SearchResponse}, **ERRORS})
     add(f"{COLLECTION}/search/image", search_image, methods=["POST"], dependencies=READ, tags=["search"],
         responses={200: {"model": SearchResponse}, **ERRORS})
+    add(COLLECTION + "/items/{item_id}/decoded", item_decoded, methods=["GET"], dependencies=READ, tags=["items"],
+        response_class=Response, responses=ERRORS)
     add(f"{COLLECTION}/clusters", clusters, methods=["POST"], dependencies=READ, tags=["search"], responses=ERRORS)
     add(f"{COLLECTION}/map", collection_map, methods=["GET"], dependencies=READ, tags=["search"], responses=ERRORS)
     add(f"{COLLECTION}/map", collection_map_post, methods=["POST"], dependencies=READ, tags=["search"], responses=ERRORS)
@@ -321,7 +337,11 @@ def _filter(stats: Any) -> dict[str, Any] | None:
 def _info(state: Any, name: str) -> dict[str, Any]:
     col = state.get(name)
     encoder = col.encoder  # warm: loaded when the server started
-    return {"name": name, **col.info(), "queries": sorted(encoder.modalities) if encoder is not None else []}
+    return {
+        "name": name, **col.info(),
+        "queries": sorted(encoder.modalities) if encoder is not None else [],
+        "decodes": bool(getattr(encoder, "decodes", False)),
+    }
 
 
 def _item(request: Request, name: str, item_id: int) -> Any:

@@ -38,11 +38,11 @@ async function api(method, path, body, isForm) {
 
 const base = () => `/api/collections/${encodeURIComponent(state.name)}`;
 
-async function fileURL(id) {
-  // <img src> cannot send a token, so the file is fetched and shown from a blob.
+async function fileURL(id, what = "file") {
+  // <img src> cannot send a token, so the image is fetched and shown from a blob.
   const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
-  const response = await fetch(`${base()}/items/${id}/file`, { headers });
-  if (!response.ok) throw new Error(`no file for item ${id}`);
+  const response = await fetch(`${base()}/items/${id}/${what}`, { headers });
+  if (!response.ok) throw new Error(`no ${what} image for item ${id}`);
   return URL.createObjectURL(await response.blob());
 }
 
@@ -221,6 +221,12 @@ async function showItem(id) {
     const img = el("img", { alt: label(item) });
     fileURL(item.id).then((url) => { img.src = url; }).catch(() => img.remove());
     rows.push(img);
+  }
+  if (state.info.decodes) {
+    const img = el("img", { alt: `item ${item.id} decoded`, class: "decoded" });
+    const figure = el("figure", {}, img, el("figcaption", { class: "muted", text: "decoded from its latent" }));
+    fileURL(item.id, "decoded").then((url) => { img.src = url; }).catch(() => figure.remove());
+    rows.push(figure);
   }
   if (item.text) rows.push(el("div", { class: "text", text: item.text }));
   const meta = metaText(item.metadata);
