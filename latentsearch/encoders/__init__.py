@@ -17,6 +17,9 @@ ENCODERS = Registry(
         "timm": ".encoders.timm_image:TimmImageEncoder",
         "clip": ".encoders.clip:ClipEncoder",
         "hashing": ".encoders.hashing:HashingEncoder",
+        "torchscript": ".encoders.torch_models:TorchScriptEncoder",
+        "onnx": ".encoders.onnx_model:OnnxEncoder",
+        "torch": ".encoders.torch_models:TorchFactoryEncoder",
     },
     aliases={
         "minilm": "sentence-transformers:all-MiniLM-L6-v2",
@@ -30,6 +33,9 @@ ENCODERS = Registry(
         "timm": "image models: timm:NAME[?pretrained=false|checkpoint=FILE|seed=N]",
         "clip": "CLIP-style sentence-transformers models: text and images in one space",
         "hashing": "deterministic feature hashing, no model (tests): hashing[:DIM]",
+        "torchscript": "a TorchScript file (torch.jit.save): torchscript:FILE[?size=N&mean=..&std=..&pool=..&tokenizer=DIR&latent=..]",
+        "onnx": "an ONNX model run by onnxruntime: onnx:FILE[?size=N&...&decoder=FILE]",
+        "torch": "your own Python factory returning an nn.Module: torch:package.module:factory[?checkpoint=FILE&...] (runs your code: trusted like trust_remote_code)",
     },
 )
 
@@ -49,13 +55,21 @@ class RemoteCodeRefusedError(LatentSearchError):
     user's say-so (``trust_remote_code=True`` or ``LATENTSEARCH_TRUST_REMOTE_CODE=1``)."""
 
 
+# Kinds whose spec names Python code to import and run (``torch:package.module:factory``).
+CODE_KINDS = frozenset({"torch"})
+
+
 def runs_remote_code(spec: str) -> bool:
-    """Whether the encoder ``spec`` asks to run Python code shipped with its model
-    (``?trust_remote_code=true``; any value but an explicit false counts)."""
+    """Whether the encoder ``spec`` runs Python code that the spec names: a model's own code
+    (``?trust_remote_code=true``; any value but an explicit false counts), or a ``torch:``
+    factory, which imports and calls the module the spec names."""
     try:
-        value = ENCODERS.resolve(spec).options.get("trust_remote_code")
+        parsed = ENCODERS.resolve(spec)
     except LatentSearchError:
         return False
+    if parsed.kind in CODE_KINDS:
+        return True
+    value = parsed.options.get("trust_remote_code")
     return value is not None and value.strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -68,9 +82,13 @@ def check_remote_code(spec: str, allowed: bool, where: object) -> None:
     """Refuse, before any model code loads, an encoder spec read from a collection's files that
     would run the model's own Python code, unless the user allowed it."""
     if runs_remote_code(spec) and not remote_code_allowed(allowed):
+        named = ENCODERS.resolve(spec).kind in CODE_KINDS
+        runs = (
+            "which imports and runs the Python code it names" if named
+            else "which runs Python code that comes with the model (trust_remote_code=true)"
+        )
         raise RemoteCodeRefusedError(
-            f"the collection at {where} uses the encoder {spec!r}, which runs Python code that comes with "
-            "the model (trust_remote_code=true); a collection's files do not get to decide that, so it was "
+            f"the collection at {where} uses the encoder {spec!r}, {runs}; a collection's files do not get to decide that, so it was "
             f"not loaded. If you trust that code, set {TRUST_REMOTE_CODE_ENV}=1 or open the collection "
             "with trust_remote_code=True"
         )
@@ -82,6 +100,6 @@ def list_encoders() -> list[tuple[str, str, str]]:
 
 
 __all__ = [
-    "ENCODERS", "DEFAULT_ENCODER", "TRUST_REMOTE_CODE_ENV", "Encoder", "RemoteCodeRefusedError",
+    "CODE_KINDS", "ENCODERS", "DEFAULT_ENCODER", "TRUST_REMOTE_CODE_ENV", "Encoder", "RemoteCodeRefusedError",
     "check_remote_code", "create_encoder", "list_encoders", "remote_code_allowed", "runs_remote_code",
 ]
