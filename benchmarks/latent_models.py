@@ -183,9 +183,10 @@ def main() -> int:
     parser.add_argument("--layers", default="layer1,layer2,layer3,layer4", help="ResNet-18 stages to score ('' for none)")
     parser.add_argument("--steps", type=int, default=8, help="steps of the decoded interpolation")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", type=Path, default=RESULTS / "latent_models", help="folder for the models and PNGs")
     args = parser.parse_args()
 
-    out = RESULTS / "latent_models"
+    out = args.models
     out.mkdir(parents=True, exist_ok=True)
     paths, labels = labelled_images(args.dataset)
     held_paths, held_labels = first_per_class(paths, labels, args.held_out)
@@ -236,10 +237,10 @@ def main() -> int:
     for name in ("autoencoder", "VAE"):
         png = out / f"{name.lower()}_interpolation.png"
         a, b = interpolation_png(models[name]["spec"], held_paths, held_labels, png, args.steps)
-        pngs[name] = {"png": str(png.relative_to(RESULTS.parent)), "from": a, "to": b}
+        pngs[name] = {"png": str(png), "from": a, "to": b}
 
     print_table(
-        f"class retrieval on {len(held_paths):,} held-out CIFAR-10 images (each queries the rest; chance ≈ 0.1)",
+        f"class retrieval on {len(held_paths):,} held-out images (each queries the rest; chance ≈ 1/{len(set(held_labels))})",
         ["latents", "dim", "P@10", "mAP", "seconds"], rows,
     )
     print_table(
@@ -250,12 +251,13 @@ def main() -> int:
     )
     for name, p in pngs.items():
         print(f"{name}: decoded interpolation {p['from']} → {p['to']}: {p['png']}")
-    write_result("latent_models", {
-        "settings": vars(args) | {"dataset": str(args.dataset)},
+    path = write_result("latent_models", {
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "retrieval": scored,
         "reconstruction": {n: {k: v for k, v in m.items()} for n, m in models.items()} | {"mean_image_mse": mean_mse},
         "interpolations": pngs,
-    })
+    }, args.out)
+    print(f"wrote {path}")
     return 0
 
 

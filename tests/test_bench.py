@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from latentsearch.evaluation.bench import beir_quality
@@ -136,3 +137,25 @@ def test_bench_quality_writes_markdown_and_json(tmp_path):
     to_stdout = CliRunner().invoke(cli, ["bench", "quality", "--dataset", str(data), "--encoder", "hashing:256",
                                          "--markdown", "-"])
     assert to_stdout.exit_code == 0 and "| index | metric |" in to_stdout.stdout
+
+
+@pytest.mark.slow
+def test_latent_models_benchmark_runs_on_tiny_data(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate([(220, 30, 30), (30, 200, 40), (30, 60, 220)]):
+        folder = tmp_path / "images" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(8):
+            pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    result = run_script("latent_models", "--dataset", str(tmp_path / "images"), "--epochs", "1", "--held-out", "4",
+                        "--train-per-class", "4", "--latent", "8", "--layers", "", "--steps", "3",
+                        "--models", str(tmp_path / "models"), tmp_path=tmp_path)
+    names = [r["encoder"] for r in result["retrieval"]]
+    assert names[:3] == ["autoencoder latent (8)", "VAE μ (8)", "raw pixels (hashing:256)"]
+    assert all(0 <= r["map"] <= 1 for r in result["retrieval"])
+    assert result["reconstruction"]["autoencoder"]["mse"] > 0
+    for p in result["interpolations"].values():
+        assert Path(p["png"]).read_bytes()[:4] == b"\x89PNG" and p["from"] != p["to"]
