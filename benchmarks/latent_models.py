@@ -1,6 +1,6 @@
 """Latent models trained here, searched and decoded: a convolutional autoencoder and a VAE on CIFAR-10.
 
-    python benchmarks/latent_models.py                      # about 15 minutes on 2 CPU cores
+    python benchmarks/latent_models.py                      # about 8 minutes on 2 quiet CPU cores
     python benchmarks/latent_models.py --epochs 2 --train-per-class 100 --held-out 20 --layers layer4   # a quick check
 
 The CIFAR-10 test images (``../shared/datasets/cifar10-test``, 10 classes × 1,000) are split by
@@ -135,7 +135,7 @@ def train(model: Any, x: np.ndarray, epochs: int, vae: bool, seed: int, beta: fl
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         losses.append(total / len(data))
         print(f"  epoch {epoch + 1}/{epochs}: loss {losses[-1]:.2f}", file=sys.stderr)
     model.eval()
@@ -175,10 +175,10 @@ def interpolation_png(spec: str, paths: list[Path], labels: list[str], out: Path
 
 def main() -> int:
     parser = benchmark_parser(__doc__, "latent_models", "cifar10-test")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--latent", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--latent", type=int, default=128)
     parser.add_argument("--held-out", type=int, default=100, help="images per class searched (the first by file name)")
-    parser.add_argument("--train-per-class", type=int, default=500, help="images per class that train the models (the next ones)")
+    parser.add_argument("--train-per-class", type=int, default=900, help="images per class that train the models (the next ones)")
     parser.add_argument("--beta", type=float, default=1.0, help="weight of the VAE's KL term")
     parser.add_argument("--layers", default="layer1,layer2,layer3,layer4", help="ResNet-18 stages to score ('' for none)")
     parser.add_argument("--steps", type=int, default=8, help="steps of the decoded interpolation")

@@ -492,3 +492,19 @@ def test_latentsearch_index_with_a_torchscript_spec(ae: Path, pics: list[Path], 
     assert r.exit_code == 0 and pics[2].name in r.output, r.output
     with latentsearch.open(tmp_path / "c") as col:
         assert len(col) == len(pics) and col.config.encoder.startswith(f"torchscript:{ae.resolve()}?")
+
+
+def test_explore_decodes_with_a_torchscript_autoencoder(ae: Path, pics: list[Path], tmp_path: Path) -> None:
+    spec = f"torchscript:{ae}?size={SIZE}&{NORM}"
+    r = CliRunner().invoke(cli, ["index", str(tmp_path / "c"), str(tmp_path / "pics"), "--encoder", spec, "--metric", "l2"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "walk.png"
+    r = CliRunner().invoke(cli, ["explore", str(tmp_path / "c"), "--between", "#1", "#3", "--steps", "4", "--decode", str(out)])
+    assert r.exit_code == 0, r.output
+    from PIL import Image
+
+    grid = Image.open(out)
+    assert grid.size == (4 + 4 * (96 + 4), 4 + 2 * (96 + 14 + 4))  # 4 decoded, their nearest items under them
+    with latentsearch.open(tmp_path / "c") as col:
+        _, vectors = col.searcher.vectors([1])
+        assert col.decode(vectors)[0].size == (SIZE, SIZE)
