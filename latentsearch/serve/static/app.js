@@ -218,7 +218,7 @@ async function showItem(id) {
     if (item[key]) rows.push(el("div", { class: "meta", text: `${key}: ${item[key]}` }));
   }
   if (item.modality === "image") {
-    const img = el("img", { alt: label(item) });
+    const img = el("img", { alt: label(item), class: "original" });
     fileURL(item.id).then((url) => { img.src = url; }).catch(() => img.remove());
     rows.push(img);
   }
@@ -245,7 +245,7 @@ async function loadMap(query, ids, seq) {
     $("map-info").textContent = `${data.sampled.toLocaleString()} of ${data.items.toLocaleString()} items · ${data.projection.toUpperCase()}` +
       (data.stored_clustering ? " · stored clusters" : " · quick k-means");
     $("legend").replaceChildren(...data.clusters.slice(0, 20).map((c) =>
-      el("span", { style: { "--c": colour(c.id) }, text: snippet(c.label, 40) })));
+      el("span", { style: { "--c": colour(c.id) }, text: snippet(pathTail(c.label), 40), title: c.label })));
   } catch (error) {
     state.map = null;
     $("map-info").textContent = `(${error.message})`;
