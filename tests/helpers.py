@@ -92,3 +92,16 @@ def write_small_corpus(folder: Path) -> Path:
     (folder / "ships.txt").write_text("ships float on the water")
     (folder / "boats.md").write_text("boats sail on the water at sea")
     return folder
+
+
+def write_random_pictures(folder: Path, query: Path, n: int = 3) -> tuple[Path, Path]:
+    """``n`` seeded random 32 × 24 PNGs ``p0.png``… in ``folder``, and ``query``: the pixels of
+    ``p1.png`` saved in another format (by its suffix)."""
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.randint(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    Image.open(folder / "p1.png").save(query)
+    return folder, query

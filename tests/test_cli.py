@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 import latentsearch
 from latentsearch.cli import EXIT_SKIPPED, cli
-from helpers import assert_one_line_error, write_jsonl, write_small_corpus  # noqa: E402
+from helpers import assert_one_line_error, write_jsonl, write_random_pictures, write_small_corpus  # noqa: E402
 
 ENC = "hashing:64"
 HEAVY = ("torch", "faiss", "timm", "sentence_transformers", "transformers")
@@ -162,15 +162,7 @@ def test_search_an_empty_collection(tmp_path):
 
 
 def test_image_search(tmp_path):
-    from PIL import Image
-
-    rng = np.random.RandomState(0)
-    pics = tmp_path / "pics"
-    pics.mkdir()
-    for i in range(3):
-        Image.fromarray(rng.randint(0, 256, (24, 32, 3), dtype=np.uint8)).save(pics / f"p{i}.png")
-    query = tmp_path / "query.bmp"
-    Image.open(pics / "p1.png").save(query)  # the same pixels in another format
+    pics, query = write_random_pictures(tmp_path / "pics", tmp_path / "query.bmp")  # the query: p1.png as BMP
     assert_ok(run("index", tmp_path / "col", pics, "--encoder", ENC, "-q"))
     hits = search_json(tmp_path / "col", "--image", query, "-k", "3")
     assert hits[0]["source"] == str((pics / "p1.png").resolve())

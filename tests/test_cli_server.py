@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
@@ -21,7 +20,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from latentsearch.cli import cli  # noqa: E402
-from helpers import assert_one_line_error, write_jsonl  # noqa: E402
+from helpers import assert_one_line_error, write_jsonl, write_random_pictures  # noqa: E402
 from serving import free_port, running  # noqa: E402
 
 READ = "read-t0ken"
@@ -61,15 +60,7 @@ def make_collections(root: Path) -> tuple[Path, Path, Path]:
         records.append({"id": f"n{i}", "text": text, "topic": topic, "n": i})
     data = write_jsonl(root / "notes.jsonl", records)
     ok(run("index", root / "notes", data, "--encoder", ENC, "--max-tokens", 8, "--overlap", 0, "-q"))
-    from PIL import Image
-
-    rng = np.random.RandomState(0)
-    folder = root / "images"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(rng.randint(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
-    query = root / "query.bmp"
-    Image.open(folder / "p1.png").save(query)
+    folder, query = write_random_pictures(root / "images", root / "query.bmp")
     ok(run("index", root / "pics", folder, "--encoder", ENC, "-q"))
     return root / "notes", root / "pics", query
 

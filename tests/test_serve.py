@@ -124,13 +124,20 @@ def test_clusters(api: TestClient) -> None:
     assert len(groups["clusters"]) == 2 and sum(g["size"] for g in groups["clusters"]) == 20
 
 
-def test_image_search_upload(tmp_path: Path) -> None:
+def make_photos(tmp_path: Path) -> Path:
+    """``tmp_path/photos``: three one-colour images of ``tmp_path/pics`` (returned), ``hashing:64``."""
     folder = tmp_path / "pics"
     folder.mkdir()
     for i, colour in enumerate([(255, 0, 0), (0, 0, 255), (0, 255, 0)]):
         Image.new("RGB", (24, 24), colour).save(folder / f"p{i}.png")
     with latentsearch.create(tmp_path / "photos", encoder="hashing:64", index="Flat") as col:
         col.index_paths([folder])
+    return folder
+
+
+def test_image_search_upload(tmp_path: Path) -> None:
+    folder = make_photos(tmp_path)
+    with latentsearch.open(tmp_path / "photos") as col:
         expected = col.search(folder / "p1.png", k=2)
     for client in serve([tmp_path / "photos"], token=TOKEN):
         data = (folder / "p1.png").read_bytes()

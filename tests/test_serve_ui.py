@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import latentsearch  # noqa: E402
-from test_serve import READ, TOKEN, make_texts, serve  # noqa: E402
+from test_serve import READ, TOKEN, make_photos, make_texts, serve  # noqa: E402
 
 
 @pytest.fixture
@@ -159,12 +159,7 @@ def test_stored_clusters_label_the_map(api: TestClient, notes: Path) -> None:
 
 
 def test_image_search_answers_its_vector(tmp_path: Path) -> None:
-    folder = tmp_path / "pics"
-    folder.mkdir()
-    for i, colour in enumerate([(255, 0, 0), (0, 0, 255), (0, 255, 0)]):
-        Image.new("RGB", (24, 24), colour).save(folder / f"p{i}.png")
-    with latentsearch.create(tmp_path / "photos", encoder="hashing:64", index="Flat") as col:
-        col.index_paths([folder])
+    folder = make_photos(tmp_path)
     for client in serve([tmp_path / "photos"]):
         data = (folder / "p1.png").read_bytes()
         url = "/api/collections/photos/search/image"
