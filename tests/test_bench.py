@@ -159,3 +159,9 @@ def test_latent_models_benchmark_runs_on_tiny_data(tmp_path):
     assert result["reconstruction"]["autoencoder"]["mse"] > 0
     for p in result["interpolations"].values():
         assert Path(p["png"]).read_bytes()[:4] == b"\x89PNG" and p["from"] != p["to"]
+
+
+def test_image_memory_benchmark_runs_on_tiny_data(tmp_path):
+    result = run_script("image_memory", "--images", "2", "--side", "300", tmp_path=tmp_path)
+    runs = list(result["results"].values())
+    assert [r["added"] for r in runs] == [2, 2] and all(r["peak_mib"] > 0 and not r["skipped"] for r in runs)
