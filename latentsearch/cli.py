@@ -349,9 +349,10 @@ def encoders(as_json: bool) -> None:
 
 from .cli_bench import bench  # noqa: E402  (the commands in other modules import nothing heavy)
 from .cli_explore import cluster, clusters, explore, map_  # noqa: E402
+from .cli_portable import export_, import_  # noqa: E402
 from .cli_serve import serve  # noqa: E402
 
-for command in (clusters, explore, cluster, map_, bench, serve):
+for command in (clusters, explore, cluster, map_, bench, serve, export_, import_):
     cli.add_command(command)
 
 

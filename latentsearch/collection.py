@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from . import __version__
-from .config import CollectionConfig, read_manifest, write_manifest
+from .config import CollectionConfig, read_manifest
 from .encoders import ENCODERS, check_remote_code, create_encoder, remote_code_allowed, runs_remote_code
 from .encoders.base import Encoder
 from .encoders.lazy import NO_ENCODER, LazyEncoder
 from .errors import CollectionNotFoundError, EncoderMismatchError, InvalidInputError
-from .identity import STORE_FILE, check_free, check_store, discard, new_collection_id, publish, schema_name, stage
+from .identity import STORE_FILE, build, check_free, check_store, new_collection_id, schema_name
 from .indexes.consistency import VERIFY_SAMPLE
 from .indexes.faiss_index import FaissIndex
 from .indexes.selection import IndexSpec
@@ -122,22 +122,7 @@ class Collection:
         )
         if not spec.is_auto:
             FaissIndex(spec.factory, config.dim, metric)  # a bad spec fails before anything is written
-        staged, lock = stage(path)
-        try:
-            write_manifest(staged, config)  # first: what a killed create leaves names its store
-            made = SqlStore(config.store_url or sqlite_url(staged / STORE_FILE), config.dim, vector_dtype, config.store_schema)
-            try:
-                made.create({"encoder": config.encoder, "dim": str(config.dim), "metric": metric,
-                             "vector_dtype": vector_dtype, "collection_id": config.collection_id})  # type: ignore[dict-item]
-            finally:
-                made.close()
-            publish(staged, path)
-        except BaseException:
-            if staged.exists():
-                discard(staged, config)
-            raise
-        finally:
-            lock.release(force=True)
+        build(path, config)
         return cls(path, config, enc, trust_remote_code=True)  # the caller named the encoder
 
     @classmethod

@@ -21,6 +21,7 @@ import secrets
 import shutil
 import sqlite3
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.request import pathname2url
 
@@ -29,7 +30,7 @@ from filelock import FileLock, Timeout
 
 from .config import CollectionConfig, fsync_dir, manifest_path, read_manifest, write_manifest
 from .errors import CollectionExistsError, CorruptCollectionError, LatentSearchError
-from .stores.sql import COLLECTION_ID, SqlStore
+from .stores.sql import COLLECTION_ID, SqlStore, sqlite_url
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,31 @@ def publish(staged: Path, path: Path) -> None:
         except OSError:
             raise CollectionExistsError(f"{path} was created by another process meanwhile; open it instead") from exc
     fsync_dir(path.parent)
+
+
+def build(path: Path, config: CollectionConfig, fill: Callable[[SqlStore], None] | None = None) -> None:
+    """Make the collection ``config`` describes at ``path``: in a locked hidden sibling folder,
+    the manifest first (so what a killed build leaves names its store), then the store, then
+    ``fill(store)`` (an import's rows), then one rename into place. Killed at any point, it leaves
+    nothing at ``path``; the next build there removes what it left."""
+    staged, lock = stage(path)
+    try:
+        write_manifest(staged, config)
+        made = SqlStore(config.store_url or sqlite_url(staged / STORE_FILE), config.dim, config.vector_dtype, config.store_schema)
+        try:
+            made.create({"encoder": config.encoder, "dim": str(config.dim), "metric": config.metric,
+                         "vector_dtype": config.vector_dtype, "collection_id": config.collection_id or ""})
+            if fill is not None:
+                fill(made)
+        finally:
+            made.close()
+        publish(staged, path)
+    except BaseException:
+        if staged.exists():
+            discard(staged, config)
+        raise
+    finally:
+        lock.release(force=True)
 
 
 def discard(staged: Path, config: CollectionConfig | None) -> None:

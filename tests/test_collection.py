@@ -607,7 +607,7 @@ def test_create_failing_half_way_removes_what_it_wrote(tmp_path: Path, monkeypat
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("latentsearch.collection.write_manifest", fail)
+    monkeypatch.setattr("latentsearch.identity.write_manifest", fail)
     with pytest.raises(OSError):
         latentsearch.create(tmp_path / "new", encoder=ENCODER, index="Flat")
     assert not (tmp_path / "new").exists()
