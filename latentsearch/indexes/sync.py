@@ -248,9 +248,9 @@ class IndexSync:
         if not force and t is not None and t.spec == self.spec and t.factory == index.factory and not t.due(index.ntotal):
             return t
         queries = held_out(self.store, self.metric)
-        with self._rw.read_lock():  # searches go on; nothing changes the index (writer lock held)
-            found = tune(index, self.store, self.metric, self.spec, target, queries)
-        assert found is not None
+        found = tune(index, self.store, self.metric, self.spec, target, queries)  # searches go on
+        if found is None:  # too few vectors left to train the held-out copy
+            return self.tuning
         if not found.met and parsed.is_auto and index.ntotal * self.dim * 4 <= AUTO_HNSW_BYTES:
             log.warning("%s misses the recall target %g on this data: auto falls back to exact search",
                         index.factory, target)
