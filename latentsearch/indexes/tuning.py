@@ -11,7 +11,7 @@ neighbours — recall@10 0.98 at efSearch 16 on uniform data where new queries g
 second index costs one more build, and its memory while it lives, each time the index is tuned:
 after a build and at each doubling, so about as much again as building. The candidate depths are tried from the
 shallowest up (HNSW: 16, 24, 32, 48, … up to :data:`MAX_TUNED_EF`; IVF: 1, 2, 4, … up to nlist,
-then bisected), and the first that reaches the target with one standard error of the measurement
+then bisected), and the first that reaches the target with two standard errors of the measurement
 to spare is kept. When none does the deepest is kept, with its recall, and a warning.
 
 Only the write path tunes (:meth:`IndexSync.tune`, under the writer lock): after a build or a
@@ -170,9 +170,10 @@ def holdout_index(index: FaissIndex, store: SqlStore, queries: HeldOut) -> Faiss
 
 
 def meets(recall: float, target: float, queries: int) -> bool:
-    """Whether a measured ``recall`` reaches ``target`` with one standard error to spare."""
+    """Whether a measured ``recall`` reaches ``target`` with two standard errors to spare (0.958
+    for 0.95 on 300 queries): the tuned setting then holds on new queries, not only on these."""
     error = math.sqrt(target * (1 - target) / max(queries * TUNE_K, 1))
-    return recall >= target + error
+    return recall >= target + 2 * error
 
 
 def tune(index: FaissIndex, store: SqlStore, metric: str, spec: str, target: float,
