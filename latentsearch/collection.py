@@ -75,7 +75,9 @@ class Collection:
         url = config.store_url or sqlite_url(path / STORE_FILE)
         self.store = SqlStore(url, config.dim, config.vector_dtype, config.store_schema)
         self.encoder_slot = LazyEncoder(config.encoder, config.encoder_fingerprint, encoder, trust_remote_code, path)
-        self.sync = IndexSync(path, self.store, config.dim, config.metric, config.index, read_consistency_interval)
+        self.sync = IndexSync(
+            path, self.store, config.dim, config.metric, config.index, read_consistency_interval, config.index_tuning
+        )
         self.writer = Writer(path, config, self.store, self.encoder_slot, self.sync)
         self.searcher = Searcher(path, config.dim, config.metric, self.store, self.encoder_slot, self.sync)
         self.writer.after_write(self._assign_new_items)
@@ -282,6 +284,9 @@ class Collection:
             "metric": self.config.metric,
             "index": self.config.index,
             "index_in_use": index.describe(),
+            "recall_target": IndexSpec.parse(self.config.index).target,
+            "index_tuning": self.sync.tuning.describe() if self.sync.tuning is not None else None,
+            "search_options": dict(index.search_options),
             "items": len(self),
             "indexed": index.ntotal,
             "store": self.store.safe_url,

@@ -38,6 +38,10 @@ class CollectionConfig:
     # from another collection are recognised (see identity.py). None: made by an older version
     # (unbound), given one by the next write.
     collection_id: str | None = None
+    # What the last tuning of the index to its recall target found (indexes/tuning.py: Tuning):
+    # written by the write that tuned, read at open so searches use it without measuring again.
+    # None: nothing tuned (no target, Flat, or a manifest of an older version).
+    index_tuning: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:

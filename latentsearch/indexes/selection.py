@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from ..errors import InvalidInputError, UnknownSpecError, unknown_name
 
 SEARCH_OPTIONS = ("nprobe", "efSearch")
+SPEC_OPTIONS = (*SEARCH_OPTIONS, "recall")  # recall=R: tune efSearch/nprobe to recall@10 >= R (tuning.py)
+DEFAULT_AUTO_RECALL = 0.95  # the recall target of ``auto`` without one of its own
 # FAISS builds HNSW graphs with a candidate list of 40; 80 costs ~1.4x the build time and gives a
 # graph in which efSearch 64 reaches the recall that efSearch 128 reached (benchmarks/peers.py).
 DEFAULT_EF_CONSTRUCTION = 80
@@ -33,10 +35,14 @@ class IndexSpec:
     """A FAISS factory string plus latentsearch's search-time options.
 
     ``IVF1024,Flat?nprobe=32`` or ``HNSW32?efSearch=256``; ``auto`` picks by size.
+    ``HNSW32?recall=0.95``: the writes that build or double the index tune efSearch (nprobe for
+    IVF) to the smallest value that reaches recall@10 0.95 (see :mod:`.tuning`); an explicit
+    ``efSearch``/``nprobe`` fixes the value instead, and giving both is an error.
     """
 
     factory: str
     search: dict[str, int] = field(default_factory=dict)
+    recall: float | None = None
 
     @classmethod
     def parse(cls, text: str) -> IndexSpec:
@@ -45,10 +51,14 @@ class IndexSpec:
         if not factory:
             raise InvalidInputError("an empty index spec; use e.g. Flat, HNSW32, IVF1024,Flat or auto")
         search: dict[str, int] = {}
+        recall: float | None = None
         for part in filter(None, query.split("&")):
             key, _, value = part.partition("=")
-            if key not in SEARCH_OPTIONS:
-                raise unknown_name("index search option", key, SEARCH_OPTIONS)
+            if key not in SPEC_OPTIONS:
+                raise unknown_name("index search option", key, SPEC_OPTIONS)
+            if key == "recall":
+                recall = _recall(value)
+                continue
             try:
                 search[key] = int(value)
             except ValueError:
@@ -60,17 +70,45 @@ class IndexSpec:
                     f"index option {key}={value} is too large; give at most {MAX_SEARCH_OPTION} "
                     f"(a larger {key} searches no deeper than the whole index)"
                 )
+        if recall is not None and search:
+            raise InvalidInputError(
+                f"index spec {text.strip()!r} gives both recall= and {'/'.join(sorted(search))}=: "
+                "recall= tunes them; give one or the other"
+            )
         if factory.lower() == "auto":
             factory = "auto"
-        return cls(factory=factory, search=search)
+        return cls(factory=factory, search=search, recall=recall)
 
     @property
     def is_auto(self) -> bool:
         return self.factory == "auto"
 
+    @property
+    def target(self) -> float | None:
+        """The recall@10 the index is tuned to: ``recall=``, else :data:`DEFAULT_AUTO_RECALL`
+        for ``auto`` without explicit search options, else None (no tuning)."""
+        if self.recall is not None:
+            return self.recall
+        return DEFAULT_AUTO_RECALL if self.is_auto and not self.search else None
+
     def __str__(self) -> str:
-        tail = "&".join(f"{k}={v}" for k, v in sorted(self.search.items()))
-        return self.factory + (f"?{tail}" if tail else "")
+        options = [f"{k}={v}" for k, v in sorted(self.search.items())]
+        options += [f"recall={self.recall!r}"] if self.recall is not None else []
+        return self.factory + (f"?{'&'.join(options)}" if options else "")
+
+
+def _recall(value: str) -> float:
+    """A ``recall=`` value: a number strictly between 0 and 1."""
+    try:
+        recall = float(value) if len(value) <= 32 else math.nan
+    except ValueError:
+        recall = math.nan
+    if not 0.0 < recall < 1.0:  # NaN fails too
+        shown = value if len(value) <= 32 else value[:29] + "…"
+        raise InvalidInputError(
+            f"index option recall={shown!r} must be a number between 0 and 1 (exclusive), e.g. recall=0.95"
+        )
+    return recall
 
 
 def choose_auto(n: int, dim: int) -> str:

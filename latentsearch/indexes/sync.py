@@ -12,7 +12,9 @@ and never half-way through a search:
   what a crash left unapplied);
 - :meth:`apply` puts one committed write of this process into the index, and :meth:`submit` does
   the same in a background thread so the next transaction overlaps it;
-- :meth:`save` writes the snapshot atomically; :meth:`rebuild` builds a fresh index.
+- :meth:`save` writes the snapshot atomically; :meth:`rebuild` builds a fresh index;
+- :meth:`tune` measures the search depth that meets the spec's recall target (write path only);
+  the result, :attr:`tuning`, is the manifest's to keep and is handed back at construction.
 
 Properties are cheap. What may read the store, wait, hash a file or rebuild is a named call; the
 searching side reaches the index through :meth:`reading`, which loads it the first time (logged)
@@ -36,7 +38,8 @@ import numpy as np
 
 from .consistency import VERIFY_SAMPLE, differing, not_changed_since, snapshot_differs, vector_sample
 from .faiss_index import FaissIndex, Snapshot
-from .selection import IndexSpec, choose_auto
+from .selection import AUTO_HNSW_BYTES, IndexSpec, choose_auto
+from .tuning import TUNE_MIN_VECTORS, Tuning, exact_tuning, held_out, search_param, tune
 
 if TYPE_CHECKING:
     from ..stores.sql import SqlStore
@@ -64,9 +67,11 @@ class IndexSync:
         metric: str,
         spec: str,
         consistency_interval: float | None = 0.0,
+        tuning: dict[str, Any] | None = None,
     ):
         self.folder, self.store, self.dim, self.metric = folder, store, dim, metric
         self.spec = spec
+        self.tuning: Tuning | None = Tuning.from_dict(tuning)  # the manifest's, then this process's
         self.consistency_interval = consistency_interval
         self._index: FaissIndex | None = None
         self._watermark = 0
@@ -131,6 +136,7 @@ class IndexSync:
                     self._install(*self._build(self.spec))
                 else:
                     index, snap = loaded  # type: ignore[misc]
+                    index.search_options = self._options(self.spec, index.factory)
                     with self._rw.write_lock():
                         self._index, self._watermark = index, snap.watermark
                         self._saved_watermark = snap.watermark
@@ -163,13 +169,14 @@ class IndexSync:
             self.collection_id = collection_id
             self._saved_watermark = -1
 
-    def _build(self, spec: str) -> tuple[FaissIndex, int]:
+    def _build(self, spec: str, factory: str | None = None) -> tuple[FaissIndex, int]:
         """A fresh index of every vector in the store and the change it is complete up to
         (vectors read after that point may be newer still: replaying their changes is harmless)."""
         parsed = IndexSpec.parse(spec)
         watermark = self.store.max_seq()
-        factory = choose_auto(self.store.count(), self.dim) if parsed.is_auto else parsed.factory
-        index = FaissIndex(factory, self.dim, self.metric, parsed.search)
+        if factory is None:
+            factory = self._auto_factory(spec, self.store.count()) if parsed.is_auto else parsed.factory
+        index = FaissIndex(factory, self.dim, self.metric, self._options(spec, factory))
         for ids, vectors in self.store.iter_vectors():
             index.add(ids, vectors)
         return index, watermark
@@ -184,6 +191,8 @@ class IndexSync:
         re-encoding; searches go on with the old index until the new one takes over."""
         self.wait()
         spec = spec or self.spec
+        if spec != self.spec:
+            self.tuning = None  # of another spec
         index, watermark = self._build(spec)
         self.spec = spec
         self._install(index, watermark)
@@ -195,8 +204,64 @@ class IndexSync:
         one in use (:meth:`rebuild` switches); None otherwise."""
         if self._index is None or not IndexSpec.parse(self.spec).is_auto:
             return None
-        wanted = choose_auto(self._index.ntotal, self.dim)
+        wanted = self._auto_factory(self.spec, self._index.ntotal)
         return wanted if wanted != self._index.factory else None
+
+    def _auto_factory(self, spec: str, n: int) -> str:
+        """What ``auto`` builds for ``n`` vectors: :func:`choose_auto`'s choice, unless a tuning
+        found that choice missing the recall target and fell back to exact search, and the
+        collection has not doubled since."""
+        wanted = choose_auto(n, self.dim)
+        t = self.tuning
+        if t is not None and t.spec == spec and t.replaces == wanted and not t.due(n):
+            return t.factory
+        return wanted
+
+    def _options(self, spec: str, factory: str) -> dict[str, int]:
+        """Search options of an index of ``factory`` built for ``spec``: the spec's own, or
+        what the tuning of this spec and factory found."""
+        parsed = IndexSpec.parse(spec)
+        t = self.tuning
+        if not parsed.search and t is not None and t.spec == spec and t.factory == factory:
+            return t.options
+        return dict(parsed.search)
+
+    # -- recall targets (write path) -------------------------------------------------------------
+
+    def tune(self, force: bool = False) -> Tuning | None:
+        """Tune the index to its spec's recall target when it is due: never tuned for this spec
+        and index type, or :data:`~.tuning.RETUNE_GROWTH` times larger since (``force``: now).
+        Call it holding the writer lock (never from a search). Indexes with nothing to tune
+        (Flat, an IVF index not trained yet) and indexes under :data:`~.tuning.TUNE_MIN_VECTORS`
+        vectors are left alone. For ``auto``, a choice that misses the target even at the deepest
+        search is replaced by exact search when the vectors fit ``auto``'s memory budget.
+        Returns :attr:`tuning`, which the caller records in the manifest."""
+        self.wait()
+        index = self._index if self._index is not None else self.load()
+        parsed = IndexSpec.parse(self.spec)
+        target = parsed.target
+        t = self.tuning
+        if target is None or (t is not None and (t.spec != self.spec or t.factory != index.factory)):
+            self.tuning = t = None  # about another spec or an index this one replaced
+        if target is None or search_param(index) is None or index.ntotal < TUNE_MIN_VECTORS:
+            return self.tuning
+        if not force and t is not None and t.spec == self.spec and t.factory == index.factory and not t.due(index.ntotal):
+            return t
+        queries = held_out(self.store, self.metric)
+        found = tune(index, self.store, self.metric, self.spec, target, queries)  # searches go on
+        if found is None:  # too few vectors left to train the held-out copy
+            return self.tuning
+        if not found.met and parsed.is_auto and index.ntotal * self.dim * 4 <= AUTO_HNSW_BYTES:
+            log.warning("%s misses the recall target %g on this data: auto falls back to exact search",
+                        index.factory, target)
+            self.tuning = exact_tuning(self.spec, target, index.factory, index.ntotal, len(queries.ids))
+            self._install(*self._build(self.spec, "Flat"))
+            self.catch_up()
+            return self.tuning
+        self.tuning = found
+        with self._rw.write_lock():
+            index.search_options = found.options
+        return found
 
     # -- keeping up with the store -------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ..config import MANIFEST, CollectionConfig, clean_stale_temps, write_manifest
+from ..config import MANIFEST, CollectionConfig, clean_stale_temps, read_manifest, write_manifest
 from ..encoders.lazy import LazyEncoder
 from ..errors import CollectionLockedError, InvalidInputError
 from ..identity import bind
@@ -145,11 +145,26 @@ class Writer:
         if wanted is not None:
             log.info("the collection outgrew its index: rebuilding it as %s", wanted)
             self.sync.rebuild()
+        self.sync.tune()  # when built, rebuilt or grown 2x since the last tuning
+        self._record_tuning()
         for fn in self._after_write:
             fn()
         # The index was caught up when the lock was taken: no second look at the change log.
         if self.sync.unsaved >= max(SAVE_EVERY, self.sync.ntotal // 10):
             self.sync.save()
+
+    def _record_tuning(self) -> None:
+        """Put the index's tuning into the manifest when it changed (the manifest on disk is
+        read again first: another process may have reindexed since this one opened it)."""
+        tuning = self.sync.tuning.to_dict() if self.sync.tuning is not None else None
+        if tuning == self.config.index_tuning:
+            return
+        on_disk = read_manifest(self.path)
+        if on_disk.index != self.sync.spec:
+            log.info("not recording the index tuning: another process changed the index spec")
+            return
+        self.config = on_disk.replace(index_tuning=tuning)
+        write_manifest(self.path, self.config)
 
     def save(self, wait: bool = True) -> bool:
         """Save the index snapshot if it is behind the store, taking the lock (with
@@ -338,9 +353,11 @@ class Writer:
         if not spec.is_auto:
             FaissIndex(spec.factory, self.config.dim, self.config.metric)  # a bad spec fails first
         with self.writing():
-            built = self.sync.rebuild(str(spec))
+            self.sync.rebuild(str(spec))
+            tuning = self.sync.tune(force=True)
+            built = self.sync.load()  # a fallback of ``auto`` to exact search replaced it
             self.sync.save()
-            self.config = self.config.replace(index=str(spec))
+            self.config = self.config.replace(index=str(spec), index_tuning=tuning.to_dict() if tuning else None)
             write_manifest(self.path, self.config)
         return built
 

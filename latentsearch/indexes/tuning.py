@@ -1,0 +1,232 @@
+"""Recall targets: tune an index's efSearch (HNSW) or nprobe (IVF) to a measured recall@10.
+
+``HNSW32?recall=0.95`` (and ``auto``, whose target is 0.95 unless its spec fixes the search
+options) asks for the smallest search depth whose recall@10 against exact search reaches 0.95 on
+the collection's own data. :func:`tune` measures it: up to :data:`HELD_OUT` stored vectors, drawn
+with a fixed seed, serve as queries, held out of a second index of the same type built for the
+measurement from the other stored vectors; their exact neighbours among those come from the store
+by :func:`~latentsearch.vectors.exact_search`. (Searching the index itself for its own vectors
+overstates recall: an HNSW search for a stored vector lands on its node, whose links are its
+neighbours — recall@10 0.98 at efSearch 16 on uniform data where new queries get 0.78.) The
+second index costs one more build, and its memory while it lives, each time the index is tuned:
+after a build and at each doubling, so about as much again as building. The candidate depths are tried from the
+shallowest up (HNSW: 16, 24, 32, 48, … up to :data:`MAX_TUNED_EF`; IVF: 1, 2, 4, … up to nlist,
+then bisected), and the first that reaches the target with two standard errors of the measurement
+to spare is kept. When none does the deepest is kept, with its recall, and a warning.
+
+Only the write path tunes (:meth:`IndexSync.tune`, under the writer lock): after a build or a
+rebuild, and once the index has grown to :data:`RETUNE_GROWTH` times its size at the last tuning.
+The result (:class:`Tuning`) goes into the manifest, so that opening the collection, searching or
+rebuilding the index in a reading process uses it without measuring again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..vectors import exact_search
+
+if TYPE_CHECKING:
+    from ..stores.sql import SqlStore
+    from .faiss_index import FaissIndex
+
+log = logging.getLogger(__name__)
+
+TUNE_K = 10  # recall@10
+HELD_OUT = 300  # held-out queries (one standard error of recall 0.95 on 3,000 neighbours: 0.004)
+TUNE_MIN_VECTORS = 1_000  # below this an index is not tuned: its defaults search most of it anyway
+RETUNE_GROWTH = 2.0  # tune again once the index holds this many times the vectors it was tuned on
+MAX_TUNED_EF = 4096  # deeper HNSW searches cost more than exact search on any index worth a graph
+TUNE_SEED = 0
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The outcome of one tuning, as the manifest records it (``index_tuning``)."""
+
+    spec: str  # the index spec tuned (the manifest's ``index``)
+    factory: str  # the concrete index tuned ("Flat" when ``auto`` fell back to exact search)
+    target: float
+    param: str | None  # "efSearch", "nprobe"; None for Flat
+    value: int | None
+    recall: float  # measured recall@10 at ``value`` on the held-out queries
+    met: bool  # whether ``recall`` reached ``target``
+    queries: int  # held-out queries measured
+    ntotal: int  # vectors in the index when tuned
+    tuned_at: str  # UTC, ISO 8601
+    replaces: str | None = None  # for ``auto``: the index type it chose, when that missed the target
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Tuning | None:
+        """The tuning a manifest holds, or None when it holds none (or one this version cannot read)."""
+        if not isinstance(data, dict):
+            return None
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError:
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def options(self) -> dict[str, int]:
+        """The search options it tuned (none for Flat)."""
+        return {self.param: int(self.value)} if self.param and self.value else {}
+
+    def due(self, ntotal: int) -> bool:
+        """Whether the index has grown enough since this tuning to tune it again."""
+        return ntotal >= RETUNE_GROWTH * max(self.ntotal, 1)
+
+    def describe(self) -> str:
+        what = f"{self.param} {self.value}" if self.param else self.factory
+        if self.replaces:
+            what += f" (in place of {self.replaces})"
+        missed = "" if self.met else ", target missed"
+        return (
+            f"{what}: recall@{TUNE_K} {self.recall:.3f} (target {self.target:g}{missed}; {self.queries} held-out "
+            f"queries, {self.ntotal:,} vectors, {self.tuned_at})"
+        )
+
+
+def search_param(index: FaissIndex) -> str | None:
+    """The search option that trades recall for speed in ``index``: "efSearch" (HNSW), "nprobe"
+    (a trained IVF index), or None (exact search, or an IVF index not trained yet)."""
+    import faiss
+
+    from .faiss_index import _ivf
+
+    if not index.trained:
+        return None
+    if _ivf(index.index) is not None:
+        return "nprobe"
+    inner = index.index.index if isinstance(index.index, faiss.IndexIDMap2) else index.index
+    return "efSearch" if isinstance(faiss.downcast_index(inner), faiss.IndexHNSW) else None
+
+
+def candidates(param: str, index: FaissIndex) -> list[int]:
+    """The depths to try, shallowest first: HNSW 16, 24, 32, 48, … ; IVF 1, 2, 4, … nlist."""
+    from .faiss_index import _ivf
+
+    if param == "nprobe":
+        nlist = int(_ivf(index.index).nlist)
+        steps = [1 << i for i in range(max(1, nlist).bit_length()) if 1 << i < nlist]
+        return steps + [nlist]
+    steps, ef = [], 16
+    while ef < MAX_TUNED_EF:
+        steps += [ef, ef * 3 // 2]
+        ef *= 2
+    return steps + [MAX_TUNED_EF]
+
+
+@dataclass
+class HeldOut:
+    """Held-out queries: stored vectors, their ids, and their exact neighbours among the others."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    truth: np.ndarray  # (nq, TUNE_K)
+
+    def recall(self, index: FaissIndex, options: dict[str, int]) -> float:
+        from ..evaluation.metrics import recall_against_exact
+
+        _, found = index.search(self.vectors, TUNE_K, options=options)
+        return recall_against_exact(found, self.truth, TUNE_K)
+
+    def others(self, store: SqlStore) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored ``(ids, vectors)`` batch but the held-out items."""
+        for ids, vectors in store.iter_vectors():
+            keep = ~np.isin(ids, self.ids)
+            yield ids[keep], vectors[keep]
+
+
+def held_out(store: SqlStore, metric: str, n: int = HELD_OUT, seed: int = TUNE_SEED) -> HeldOut:
+    """Up to ``n`` stored vectors (drawn by ``seed``) and their exact top-10 among the others."""
+    ids = store.ids()
+    picked = np.sort(np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False))
+    found, vectors = store.vectors(picked)
+    queries = HeldOut(found, np.ascontiguousarray(vectors, dtype=np.float32), np.zeros((0, TUNE_K), np.int64))
+    _, queries.truth = exact_search(queries.vectors, queries.others(store), TUNE_K, metric)
+    return queries
+
+
+def holdout_index(index: FaissIndex, store: SqlStore, queries: HeldOut) -> FaissIndex:
+    """An index like ``index`` (same type, same build settings) of every stored vector but the
+    held-out ones."""
+    from .faiss_index import FaissIndex
+
+    copy = FaissIndex(index.factory, index.dim, index.metric)
+    for ids, vectors in queries.others(store):
+        copy.add(ids, vectors)
+    return copy
+
+
+def meets(recall: float, target: float, queries: int) -> bool:
+    """Whether a measured ``recall`` reaches ``target`` with two standard errors to spare (0.958
+    for 0.95 on 300 queries): the tuned setting then holds on new queries, not only on these."""
+    error = math.sqrt(target * (1 - target) / max(queries * TUNE_K, 1))
+    return recall >= target + 2 * error
+
+
+def tune(index: FaissIndex, store: SqlStore, metric: str, spec: str, target: float,
+         queries: HeldOut | None = None) -> Tuning | None:
+    """The smallest search depth of ``index`` that reaches recall@10 ``target`` on held-out
+    queries (see the module's doc); None when the index type has nothing to tune. Reads the
+    store (call it holding the writer lock, never from a search); never searches ``index`` itself."""
+    param = search_param(index)
+    if param is None:
+        return None
+    queries = queries or held_out(store, metric)
+    measured_on = holdout_index(index, store, queries)
+    if search_param(measured_on) != param:  # too few vectors left to train it
+        return None
+    steps = candidates(param, index)
+    measured: dict[int, float] = {}
+
+    def recall_at(value: int) -> float:
+        if value not in measured:
+            measured[value] = queries.recall(measured_on, {param: value})
+        return measured[value]
+
+    nq = len(queries.ids)
+    chosen = next((v for v in steps if meets(recall_at(v), target, nq)), None)
+    if chosen is not None and param == "nprobe":  # bisect between the last miss and the hit
+        lo = max((v for v in steps if v < chosen), default=0)
+        hi = chosen
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if meets(recall_at(mid), target, nq) else (mid, hi)
+        chosen = hi
+    met = chosen is not None
+    if chosen is None:
+        chosen = steps[-1]
+        log.warning(
+            "%s reaches recall@%d %.3f at %s %d, short of the target %g; "
+            "use a larger index (e.g. more HNSW neighbours or IVF lists) or a lower target",
+            index.factory, TUNE_K, recall_at(chosen), param, chosen, target,
+        )
+    log.info("tuned %s: %s %d gives recall@%d %.3f (target %g)", index.factory, param, chosen, TUNE_K,
+             recall_at(chosen), target)
+    return Tuning(
+        spec=spec, factory=index.factory, target=target, param=param, value=int(chosen),
+        recall=round(float(recall_at(chosen)), 4), met=met, queries=nq, ntotal=int(index.ntotal),
+        tuned_at=now(),
+    )
+
+
+def exact_tuning(spec: str, target: float, replaces: str, ntotal: int, queries: int) -> Tuning:
+    """The record of ``auto`` falling back to exact search (recall 1) because ``replaces`` missed."""
+    return Tuning(spec=spec, factory="Flat", target=target, param=None, value=None, recall=1.0, met=True,
+                  queries=queries, ntotal=int(ntotal), tuned_at=now(), replaces=replaces)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
