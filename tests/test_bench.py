@@ -165,3 +165,10 @@ def test_image_memory_benchmark_runs_on_tiny_data(tmp_path):
     result = run_script("image_memory", "--images", "2", "--side", "300", tmp_path=tmp_path)
     runs = list(result["results"].values())
     assert [r["added"] for r in runs] == [2, 2] and all(r["peak_mib"] > 0 and not r["skipped"] for r in runs)
+
+
+def test_recall_targets_benchmark_runs_on_tiny_data(tmp_path):
+    result = run_script("recall_targets", "--n", "2000", "--dim", "16", "--queries", "30", "--spec", "HNSW16?recall=0.95",
+                        "--data", "clustered", tmp_path=tmp_path)
+    [row] = result["results"]
+    assert row["index"] == "HNSW16" and 0 <= row["default_recall"] <= 1 and row["tuned_recall"] >= 0.8
