@@ -291,7 +291,9 @@ class Collection:
             "indexed": index.ntotal,
             "store": self.store.safe_url,
             "store_bytes": self.store.size_bytes(),
-            "index_bytes": sum(p.stat().st_size for p in files if p.exists()),
+            "index_bytes": sum(p.stat().st_size for p in files if p.exists()),  # the snapshot files on disk
+            "index_ram_bytes": index.memory_bytes(),  # the index in memory (codes, graph, id map)
+            "rescore": index.rescore,
             "vector_dtype": self.config.vector_dtype,
             "created_by": self.config.created_by,
             "collection_id": self.config.collection_id,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DimensionMismatchError, InvalidInputError, unknown_name
-from ..indexes.selection import MAX_SEARCH_OPTION, SEARCH_OPTIONS, IndexSpec
+from ..indexes.selection import MAX_RESCORE, MAX_SEARCH_OPTION, SEARCH_OPTIONS, IndexSpec
 from ..vectors import normalize
 from .metrics import recall_against_exact
 
@@ -121,8 +121,8 @@ class SweepSpec:
         for part in filter(None, query.split("&")):
             key, eq, values = part.partition("=")
             key = key.strip()
-            if key not in SEARCH_OPTIONS:
-                raise unknown_name("index search option", key, SEARCH_OPTIONS)
+            if key not in (*SEARCH_OPTIONS, "rescore"):
+                raise unknown_name("index search option", key, (*SEARCH_OPTIONS, "rescore"))
             if not eq or not values.strip():
                 raise InvalidInputError(f"index option {key} in {text!r} has no values; write {key}=1,4,16")
             if key in grid:
@@ -147,6 +147,8 @@ def _positive_int(key: str, value: str) -> int:
         raise InvalidInputError(f"index option {key}={value.strip()!r} is not an integer") from None
     if number <= 0:
         raise InvalidInputError(f"index option {key} must be positive, got {number}")
+    if key == "rescore" and number > MAX_RESCORE:
+        raise InvalidInputError(f"index option rescore={number} is too large; give at most {MAX_RESCORE}")
     if number > MAX_SEARCH_OPTION:  # the bound a collection's index spec has (IndexSpec.parse)
         raise InvalidInputError(
             f"index option {key}={number} is too large; give at most {MAX_SEARCH_OPTION} "
@@ -239,7 +241,8 @@ def sweep(
                 f"{len(xb)}; use fewer IVF lists or a smaller PQ"
             )
         _check_options(spec, index)
-        index_bytes = serialized_bytes(index.index)
+        index.vectors = lambda found: (found, xb[found])  # rescore=R re-ranks by the base vectors
+        index_bytes = index.memory_bytes()
         measured = []
         for search, label in zip(spec.points(), spec.labels()):
             if progress:
@@ -290,7 +293,7 @@ def _check_options(spec: SweepSpec, index: Any) -> None:
     """Refuse an option the index ignores, rather than report identical points under its name."""
     supported = index_search_options(index)
     for key, _ in spec.grid:
-        if key not in supported:
+        if key not in supported and key != "rescore":
             tunes = {"efSearch": "HNSW indexes", "nprobe": "IVF indexes"}[key]
             raise InvalidInputError(f"{key} does not apply to {spec.factory}; it tunes {tunes}")
 
@@ -299,6 +302,8 @@ def index_search_options(index: Any) -> set[str]:
     """The search options a :class:`FaissIndex` honours: ``{"efSearch"}``, ``{"nprobe"}`` or none."""
     import faiss
 
+    if index.binary:
+        return {"efSearch"} if index.hnsw_m else set()
     inner = index.index.index if isinstance(index.index, faiss.IndexIDMap2) else index.index
     if isinstance(faiss.downcast_index(inner), faiss.IndexHNSW):
         return {"efSearch"}

@@ -22,82 +22,16 @@ import numpy as np
 from ..config import atomic_write_bytes, fsync_dir, temp_path
 from ..devices import faiss_gpu_count
 from ..errors import DimensionMismatchError, InvalidInputError, UnknownSpecError
-from .selection import DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH
+from .factory import MIN_POINTS_PER_CENTROID, _ivf, build_faiss, faiss_metric, training_size  # noqa: F401
+from .rescore import VectorSource, rescore
+from .selection import DEFAULT_EF_SEARCH
 
 log = logging.getLogger(__name__)
 # FAISS's GPU k-selection takes k (and nprobe) up to 2048; larger searches run on the CPU copy
 GPU_MAX_K = 2048
 
-MIN_POINTS_PER_CENTROID = 39  # below this FAISS k-means warns that training is unreliable
 DEAD = -1  # id-map value of a removed vector in an index that cannot remove
 COMPACT_FRACTION = 0.25  # rebuild a non-removable index once this share of it is dead
-
-
-def faiss_metric(metric: str) -> int:
-    import faiss
-
-    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-
-
-def build_faiss(factory: str, dim: int, metric: str) -> Any:
-    """``faiss.index_factory`` with an error that names the bad spec."""
-    import faiss
-
-    from .selection import check_factory
-
-    check_factory(factory, dim)  # first: FAISS accepts specs it then crashes on (HNSW0, PQ8x0)
-    try:
-        index = faiss.index_factory(dim, factory, faiss_metric(metric))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise UnknownSpecError(
-            f"FAISS cannot build the index spec {factory!r} for dimension {dim} ({first}); "
-            "use e.g. Flat, HNSW32, IVF1024,Flat, IVF1024,PQ16 or auto"
-        ) from exc
-    # Polysemous training (FAISS's default for PQ) costs most of the training time and only
-    # serves polysemous search, which latentsearch never uses.
-    inner = _ivf(index) or faiss.downcast_index(index)
-    inner = faiss.downcast_index(inner)
-    if hasattr(inner, "do_polysemous_training"):
-        inner.do_polysemous_training = False
-    if isinstance(inner, faiss.IndexHNSW):
-        inner.hnsw.efConstruction = DEFAULT_EF_CONSTRUCTION
-    return index
-
-
-def _ivf(index: Any) -> Any | None:
-    import faiss
-
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return None
-
-
-def training_size(index: Any) -> int:
-    """How many vectors ``index`` needs before it can be trained reliably (0: no training)."""
-    import faiss
-
-    if index.is_trained:
-        return 0
-    need = 1
-    ivf = _ivf(index)
-    if ivf is not None:
-        need = max(need, MIN_POINTS_PER_CENTROID * ivf.nlist)
-        inner = faiss.downcast_index(ivf)
-    else:
-        inner = faiss.downcast_index(index)
-        if isinstance(inner, faiss.IndexPreTransform):
-            inner = faiss.downcast_index(inner.index)
-    outer = faiss.downcast_index(index)
-    if isinstance(outer, faiss.IndexPreTransform):
-        for i in range(outer.chain.size()):
-            if isinstance(faiss.downcast_VectorTransform(outer.chain.at(i)), faiss.OPQMatrix):
-                need = max(need, MIN_POINTS_PER_CENTROID * 256)  # OPQ trains 8-bit sub-quantisers
-    pq = getattr(inner, "pq", None)
-    if pq is not None:
-        need = max(need, MIN_POINTS_PER_CENTROID * pq.ksub)
-    return need
 
 
 def file_digest(path: Path, like: str = "sha256:") -> str:
@@ -128,11 +62,31 @@ class Snapshot:
 
 
 class FaissIndex:
-    """One FAISS index over ``dim``-dimensional vectors with int64 ids."""
+    """One FAISS index over ``dim``-dimensional vectors with int64 ids.
+
+    ``FaissIndex("binary", ...)`` (or ``binary,HNSW32``) makes a
+    :class:`~latentsearch.indexes.binary_index.BinaryIndex`, with the same interface.
+
+    With the search option ``rescore`` (R > 1) and a :attr:`vectors` source (the store's
+    ``vectors(ids)``, which :class:`IndexSync` sets), :meth:`search` asks FAISS for ``R x k``
+    candidates and re-ranks them by their stored float vectors (:mod:`.rescore`).
+    """
+
+    binary = False
+
+    def __new__(cls, factory: str, *args: Any, **kwargs: Any) -> FaissIndex:
+        from .selection import is_binary
+
+        if cls is FaissIndex and isinstance(factory, str) and is_binary(factory):
+            from .binary_index import BinaryIndex
+
+            return super().__new__(BinaryIndex)
+        return super().__new__(cls)
 
     def __init__(self, factory: str, dim: int, metric: str, search: dict[str, int] | None = None):
         import faiss
 
+        self.vectors: VectorSource | None = None  # stored float vectors by id, for rescoring
         self.factory, self.dim, self.metric = factory, dim, metric
         self.search_options = dict(search or {})
         self._target = build_faiss(factory, dim, metric)
@@ -167,6 +121,29 @@ class FaissIndex:
         if self.trained:
             return self.factory
         return f"Flat (exact until {self.train_size} vectors train {self.factory})"
+
+    @property
+    def rescore(self) -> int:
+        """Candidates per result re-ranked by the stored vectors (1: none)."""
+        return int(self.search_options.get("rescore", 1))
+
+    def memory_bytes(self) -> int:
+        """The bytes the index holds in RAM: its serialised size, counted as FAISS writes it
+        (no copy is kept). Rescoring reads the stored vectors from disk and adds nothing here."""
+        import faiss
+
+        counted = [0]
+
+        def count(chunk: bytes) -> None:
+            counted[0] += len(chunk)
+
+        self._write(faiss.PyCallbackIOWriter(count))
+        return counted[0]
+
+    def _write(self, target: Any) -> None:
+        import faiss
+
+        faiss.write_index(self.index, target)
 
     # -- mutation -----------------------------------------------------------------------------
 
@@ -303,8 +280,10 @@ class FaissIndex:
         self, xq: np.ndarray, k: int, selector: Any = None, options: dict[str, int] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(D, I)`` of shape ``(nq, k)``, closest first, ``I == -1`` where fewer exist;
-        ``options`` (``efSearch``, ``nprobe``) replace the index's own for this call. On a GPU
-        when FAISS has one, the index type goes there and ``k`` ≤ :data:`GPU_MAX_K`; else on the CPU.
+        ``options`` (``efSearch``, ``nprobe``, ``rescore``) replace the index's own for this call.
+        On a GPU when FAISS has one, the index type goes there and ``k`` ≤ :data:`GPU_MAX_K`;
+        else on the CPU. With ``rescore`` R > 1 and a :attr:`vectors` source, ``R x k``
+        candidates are re-ranked by their stored vectors and the scores are exact.
 
         Safe from many threads at once while nothing changes the index (:class:`IndexSync`
         holds its read lock around searches and its write lock around changes)."""
@@ -316,6 +295,17 @@ class FaissIndex:
                 np.full((len(xq), k), np.nan, dtype=np.float32),
                 np.full((len(xq), k), -1, dtype=np.int64),
             )
+        factor = int((self.search_options if options is None else options).get("rescore", 1))
+        if factor > 1 and self.vectors is not None:
+            depth = min(k * factor, max(int(self.index.ntotal), k))
+            _, I = self._search(xq, depth, selector, options)
+            return rescore(xq, I, k, self.vectors, self.metric)
+        return self._search(xq, k, selector, options)
+
+    def _search(
+        self, xq: np.ndarray, k: int, selector: Any = None, options: dict[str, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's own ``(D, I)`` for :meth:`search` (no rescoring)."""
         if selector is None and not self.dead and k <= GPU_MAX_K and faiss_gpu_count():
             with self._gpu_lock:
                 gpu = self._gpu_index()
@@ -354,10 +344,8 @@ class FaissIndex:
         A crash between the two renames leaves a json whose digest does not match the file,
         which :meth:`load` treats as no snapshot (the collection then rebuilds from the store).
         """
-        import faiss
-
         tmp = temp_path(index_path)
-        faiss.write_index(self.index, str(tmp))
+        self._write(str(tmp))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         snap = Snapshot(
@@ -381,8 +369,6 @@ class FaissIndex:
         cls, index_path: Path, meta_path: Path, dim: int, metric: str, search: dict[str, int]
     ) -> tuple[FaissIndex, Snapshot] | None:
         """The saved index and its snapshot record, or None when absent or inconsistent."""
-        import faiss
-
         try:
             snap = Snapshot(**json.loads(meta_path.read_text()))
             if (
@@ -391,15 +377,14 @@ class FaissIndex:
             ):
                 log.warning("index snapshot does not match index.json; rebuilding from the store")
                 return None
-            loaded = faiss.read_index(str(index_path))
+            self = cls(snap.factory, dim, metric, search)
+            loaded = self._read(str(index_path))
+        except UnknownSpecError:
+            return None
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             log.info("no usable index snapshot (%s)", exc)
             return None
-        try:
-            self = cls(snap.factory, dim, metric, search)
-        except UnknownSpecError:
-            return None
-        if loaded.d != dim or loaded.metric_type != faiss_metric(metric):
+        if not self._fits(loaded):
             return None
         if loaded.ntotal - snap.dead != snap.ntotal:
             return None
@@ -407,3 +392,12 @@ class FaissIndex:
         if snap.trained:
             self.train_size = 0
         return self, snap
+
+    def _read(self, path: str) -> Any:
+        import faiss
+
+        return faiss.read_index(path)
+
+    def _fits(self, loaded: Any) -> bool:
+        """Whether an index read from a snapshot is of this index's dimension and metric."""
+        return loaded.d == self.dim and loaded.metric_type == faiss_metric(self.metric)

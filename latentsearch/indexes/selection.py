@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from ..errors import InvalidInputError, UnknownSpecError, unknown_name
 
 SEARCH_OPTIONS = ("nprobe", "efSearch")
-SPEC_OPTIONS = (*SEARCH_OPTIONS, "recall")  # recall=R: tune efSearch/nprobe to recall@10 >= R (tuning.py)
+# rescore=R: ask the index for R x k candidates and re-rank them by their stored float vectors
+SPEC_OPTIONS = (*SEARCH_OPTIONS, "rescore", "recall")  # recall=R: tune efSearch/nprobe to recall@10 >= R (tuning.py)
+MAX_RESCORE = 100  # candidates per result: beyond this an exact search reads less
 DEFAULT_AUTO_RECALL = 0.95  # the recall target of ``auto`` without one of its own
 # FAISS builds HNSW graphs with a candidate list of 40; 80 costs ~1.4x the build time and gives a
 # graph in which efSearch 64 reaches the recall that efSearch 128 reached (benchmarks/peers.py).
@@ -59,6 +61,9 @@ class IndexSpec:
             if key == "recall":
                 recall = _recall(value)
                 continue
+            if key == "rescore":
+                search[key] = _rescore(value)
+                continue
             try:
                 search[key] = int(value)
             except ValueError:
@@ -70,13 +75,16 @@ class IndexSpec:
                     f"index option {key}={value} is too large; give at most {MAX_SEARCH_OPTION} "
                     f"(a larger {key} searches no deeper than the whole index)"
                 )
-        if recall is not None and search:
+        depth = sorted(k for k in search if k != "rescore")
+        if recall is not None and depth:
             raise InvalidInputError(
-                f"index spec {text.strip()!r} gives both recall= and {'/'.join(sorted(search))}=: "
+                f"index spec {text.strip()!r} gives both recall= and {'/'.join(depth)}=: "
                 "recall= tunes them; give one or the other"
             )
         if factory.lower() == "auto":
             factory = "auto"
+        elif factory.lower() == "binary" or factory.lower().startswith("binary,"):
+            factory = "binary" + factory[len("binary"):]
         return cls(factory=factory, search=search, recall=recall)
 
     @property
@@ -89,7 +97,18 @@ class IndexSpec:
         for ``auto`` without explicit search options, else None (no tuning)."""
         if self.recall is not None:
             return self.recall
-        return DEFAULT_AUTO_RECALL if self.is_auto and not self.search else None
+        return DEFAULT_AUTO_RECALL if self.is_auto and not self.depth_options else None
+
+    @property
+    def depth_options(self) -> dict[str, int]:
+        """The options that set how deep the index searches (efSearch, nprobe): those a recall
+        target tunes; ``rescore`` is not one of them."""
+        return {k: v for k, v in self.search.items() if k != "rescore"}
+
+    @property
+    def rescore(self) -> int:
+        """Candidates per result re-ranked by the stored vectors (1: none)."""
+        return self.search.get("rescore", 1)
 
     def __str__(self) -> str:
         options = [f"{k}={v}" for k, v in sorted(self.search.items())]
@@ -109,6 +128,24 @@ def _recall(value: str) -> float:
             f"index option recall={shown!r} must be a number between 0 and 1 (exclusive), e.g. recall=0.95"
         )
     return recall
+
+
+def _rescore(value: str) -> int:
+    """A ``rescore=`` value: an integer from 1 to :data:`MAX_RESCORE`."""
+    shown = value if len(value) <= 32 else value[:29] + "…"
+    try:
+        factor = int(value) if len(value) <= 18 else MAX_RESCORE + 1
+    except ValueError:
+        raise InvalidInputError(
+            f"index option rescore={shown!r} is not an integer; give e.g. rescore=4 (4 x k candidates "
+            "re-ranked by the stored vectors)"
+        ) from None
+    if not 1 <= factor <= MAX_RESCORE:
+        raise InvalidInputError(
+            f"index option rescore={shown} must be from 1 to {MAX_RESCORE} (candidates per result "
+            "re-ranked by the stored vectors; 1 re-ranks only the k results)"
+        )
+    return factor
 
 
 def choose_auto(n: int, dim: int) -> str:
@@ -137,7 +174,39 @@ def check_factory(factory: str, dim: int) -> None:
     are left to FAISS, which refuses unknown names itself."""
     if not isinstance(factory, str) or not factory.strip():
         raise UnknownSpecError(f"an empty index spec; {SPEC_HELP}")
+    if is_binary(factory):
+        binary_hnsw(factory, dim)
+        return
     _Checker(factory, dim).check(factory, dim)
+
+
+def is_binary(factory: str) -> bool:
+    """Whether ``factory`` names a binary index (``binary``, ``binary,HNSW32``)."""
+    return factory == "binary" or factory.startswith("binary,")
+
+
+def binary_hnsw(factory: str, dim: int) -> int:
+    """Check a binary spec for ``dim``: ``binary`` (exhaustive hamming search; returns 0) or
+    ``binary,HNSW<M>`` (a hamming HNSW graph; returns M)."""
+    shown = factory if len(factory) <= 60 else factory[:57] + "…"
+    if dim % 8:
+        raise UnknownSpecError(
+            f"index spec {shown!r}: binary codes pack the sign of each dimension into bytes, so the "
+            f"dimension must be a multiple of 8, not {dim}; use SQ8 or PQ for this encoder instead"
+        )
+    rest = factory[len("binary"):].lstrip(",").strip()
+    if not rest:
+        return 0
+    m = _HNSW.fullmatch(rest)
+    if m is None or m[2] is not None:
+        raise UnknownSpecError(f"index spec {shown!r}: a binary index is binary or binary,HNSW32")
+    n = int(m[1]) if len(m[1]) <= 18 else HNSW_M[1] + 1
+    if not HNSW_M[0] <= n <= HNSW_M[1]:
+        raise UnknownSpecError(
+            f"index spec {shown!r} asks for {m[1][:20]} neighbours per node, but {HNSW_M[0]} to {HNSW_M[1]} "
+            "are possible; write e.g. binary,HNSW32"
+        )
+    return n
 
 
 def split_parts(factory: str) -> list[str]:

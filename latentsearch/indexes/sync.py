@@ -137,6 +137,7 @@ class IndexSync:
                 else:
                     index, snap = loaded  # type: ignore[misc]
                     index.search_options = self._options(self.spec, index.factory)
+                    index.vectors = self.store.vectors
                     with self._rw.write_lock():
                         self._index, self._watermark = index, snap.watermark
                         self._saved_watermark = snap.watermark
@@ -177,6 +178,7 @@ class IndexSync:
         if factory is None:
             factory = self._auto_factory(spec, self.store.count()) if parsed.is_auto else parsed.factory
         index = FaissIndex(factory, self.dim, self.metric, self._options(spec, factory))
+        index.vectors = self.store.vectors  # rescore=R reads the candidates' stored vectors
         for ids, vectors in self.store.iter_vectors():
             index.add(ids, vectors)
         return index, watermark
@@ -222,8 +224,8 @@ class IndexSync:
         what the tuning of this spec and factory found."""
         parsed = IndexSpec.parse(spec)
         t = self.tuning
-        if not parsed.search and t is not None and t.spec == spec and t.factory == factory:
-            return t.options
+        if not parsed.depth_options and t is not None and t.spec == spec and t.factory == factory:
+            return {**parsed.search, **t.options}
         return dict(parsed.search)
 
     # -- recall targets (write path) -------------------------------------------------------------
@@ -260,7 +262,7 @@ class IndexSync:
             return self.tuning
         self.tuning = found
         with self._rw.write_lock():
-            index.search_options = found.options
+            index.search_options = {**index.search_options, **found.options}
         return found
 
     # -- keeping up with the store -------------------------------------------------------------

@@ -104,7 +104,7 @@ def search_param(index: FaissIndex) -> str | None:
 
     from .faiss_index import _ivf
 
-    if not index.trained:
+    if not index.trained or index.binary:
         return None
     if _ivf(index.index) is not None:
         return "nprobe"
@@ -138,7 +138,7 @@ class HeldOut:
     def recall(self, index: FaissIndex, options: dict[str, int]) -> float:
         from ..evaluation.metrics import recall_against_exact
 
-        _, found = index.search(self.vectors, TUNE_K, options=options)
+        _, found = index.search(self.vectors, TUNE_K, options={**index.search_options, **options})
         return recall_against_exact(found, self.truth, TUNE_K)
 
     def others(self, store: SqlStore) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -163,7 +163,9 @@ def holdout_index(index: FaissIndex, store: SqlStore, queries: HeldOut) -> Faiss
     held-out ones."""
     from .faiss_index import FaissIndex
 
-    copy = FaissIndex(index.factory, index.dim, index.metric)
+    rescoring = {"rescore": index.rescore} if index.rescore > 1 else {}
+    copy = FaissIndex(index.factory, index.dim, index.metric, rescoring)
+    copy.vectors = index.vectors  # measured as searched: rescored when the spec rescores
     for ids, vectors in queries.others(store):
         copy.add(ids, vectors)
     return copy

@@ -125,7 +125,7 @@ def deeper(index: FaissIndex, selectivity: float, boost: int, k: int) -> dict[st
     ef = max(options.get("efSearch", DEFAULT_EF_SEARCH), k)
     options["efSearch"] = int(min(math.ceil(ef * scale), max(index.ntotal, ef)))
     try:
-        nlist = faiss.extract_index_ivf(index.index).nlist if index.trained else 0
+        nlist = faiss.extract_index_ivf(index.index).nlist if index.trained and not index.binary else 0
     except RuntimeError:
         nlist = 0
     if nlist:
@@ -138,6 +138,8 @@ def _is_hnsw(index: FaissIndex) -> bool:
 
     if not index.trained:
         return False
+    if index.binary:
+        return bool(index.hnsw_m)  # type: ignore[attr-defined]
     inner = index.index.index if isinstance(index.index, faiss.IndexIDMap) else index.index
     return isinstance(faiss.downcast_index(inner), faiss.IndexHNSW)
 
