@@ -277,9 +277,14 @@ def info(collection: Path, as_json: bool) -> None:
         return
     width = max(map(len, data))
     for key, value in data.items():
+        if value is None and key in OPTIONAL_INFO:
+            continue  # no recall target, no tuning: nothing to say
         if key.endswith("_bytes") and value is not None:
             value = human_bytes(value)
         click.echo(f"{key.replace('_', ' '):<{width}}  {value}")
+
+
+OPTIONAL_INFO = ("recall_target", "index_tuning", "rescore")
 
 
 @cli.command()
