@@ -159,3 +159,16 @@ def test_latent_models_benchmark_runs_on_tiny_data(tmp_path):
     assert result["reconstruction"]["autoencoder"]["mse"] > 0
     for p in result["interpolations"].values():
         assert Path(p["png"]).read_bytes()[:4] == b"\x89PNG" and p["from"] != p["to"]
+
+
+@pytest.mark.slow  # loads MiniLM three times and exports it twice: about 30 s
+def test_cpu_encoders_benchmark_runs_on_tiny_data(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("LATENTSEARCH_CACHE", str(tmp_path / "cache"))  # inherited by the script
+    data = write_beir(tmp_path / "tiny")
+    result = run_script("cpu_encoders", "--dataset", str(data), "--docs", "4", "--repeat", "1", tmp_path=tmp_path)
+    assert set(result["results"]) == {"torch", "onnx", "onnx-int8"} and result["docs"] == 4
+    assert result["results"]["torch"]["speedup"] == 1.0
+    assert all(r["ndcg@10"] > 0.9 for r in result["results"].values())
+    assert result["int8_instruction_set"] and "goal_met" in result

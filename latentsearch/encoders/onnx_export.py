@@ -29,6 +29,7 @@ from ..errors import InvalidInputError, LatentSearchError
 BACKENDS = ("torch", "onnx", "onnx-int8")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FILE = "model.onnx"
+EXPORT_VERSION = "1"  # bumped when the export or quantisation changes: a new cache entry
 _log = logging.getLogger(__name__)
 
 
@@ -99,7 +100,7 @@ def exported_model(model: Any, weights: str, backend: str) -> tuple[Path, dict[s
     from filelock import FileLock
 
     isa = int8_instruction_set() if backend == "onnx-int8" else ""
-    variant = backend + (f"-{isa}" if isa else "")
+    variant = backend + (f"-{isa}" if isa else "") + f"-v{EXPORT_VERSION}"
     parent = cache_root() / weights
     final = parent / variant
     parent.mkdir(parents=True, exist_ok=True)
