@@ -68,8 +68,9 @@ def main() -> int:
         r["speedup"] = round(r["docs_per_second"] / base["docs_per_second"], 2)
         if "ndcg@10" in r:
             r["ndcg@10_loss"] = round(base["ndcg@10"] - r["ndcg@10"], 5)
-        rows.append([backend, r["docs_per_second"], f"{r['speedup']:.2f}x",
-                     r.get("ndcg@10", "-"), r.get("ndcg@10_loss", "-"), r["load_seconds"]])
+        fmt = lambda key, spec: format(r[key], spec) if key in r else "-"  # noqa: E731
+        rows.append([backend, f"{r['docs_per_second']:.1f}", f"{r['speedup']:.2f}x",
+                     fmt("ndcg@10", ".5f"), fmt("ndcg@10_loss", "+.5f"), f"{r['load_seconds']:.2f}"])
     int8 = results["onnx-int8"]
     goal = int8["speedup"] >= 2 and ("ndcg@10_loss" not in int8 or int8["ndcg@10_loss"] <= 0.01)
     print_table(
