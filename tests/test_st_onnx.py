@@ -86,7 +86,7 @@ def test_spec_and_fingerprint(exports, cache):
     for backend, enc in exports.items():
         assert enc.spec == f"{MINILM}?backend={backend}"
         assert create_encoder(enc.spec).spec == enc.spec
-        assert enc.onnx["sha256"] == onnx_export.sha256_file(next(cache.glob(f"onnx/*/{backend}*/model.onnx")))
+        assert enc.onnx["sha256"] == onnx_export.file_sha256(next(cache.glob(f"onnx/*/{backend}*/model.onnx")))
         fingerprints.add(enc.fingerprint())
     assert len(fingerprints) == 3
     assert exports["onnx-int8"].onnx["instruction_set"] == onnx_export.int8_instruction_set()

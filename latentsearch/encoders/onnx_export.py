@@ -12,7 +12,6 @@ sentence-transformers' own ``backend="onnx"`` needs ``optimum-onnx``, whose rele
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError, LatentSearchError
+from .exported import file_sha256
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -80,14 +80,6 @@ def cache_root() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "latentsearch"
     return base / "onnx"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def exported_model(model: Any, weights: str, backend: str) -> tuple[Path, dict[str, Any]]:
@@ -164,7 +156,7 @@ def _export(model: Any, folder: Path, backend: str, isa: str) -> dict[str, Any]:
 
     return {
         "backend": backend, "instruction_set": isa or None, "inputs": inputs,
-        "sha256": sha256_file(folder / FILE), "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+        "sha256": file_sha256(folder / FILE), "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
     }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from .faiss_index import DEAD, FaissIndex
+from .faiss_index import DEAD, FaissIndex, skip_dead
 from .selection import DEFAULT_EF_CONSTRUCTION, DEFAULT_EF_SEARCH, binary_hnsw
 
 
@@ -84,13 +84,7 @@ class BinaryIndex(FaissIndex):
         import faiss
 
         options = self.search_options if options is None else options
-        keep = [selector]
-        if self.dead:
-            dead = faiss.IDSelectorBatch(np.array([DEAD], dtype=np.int64))
-            alive = faiss.IDSelectorNot(dead)
-            keep += [dead, alive]
-            selector = alive if selector is None else faiss.IDSelectorAnd(selector, alive)
-            keep.append(selector)
+        selector, keep = skip_dead(selector, bool(self.dead))
         if self.hnsw_m:
             ef = options.get("efSearch", DEFAULT_EF_SEARCH)
             return faiss.SearchParametersHNSW(sel=selector, efSearch=ef), keep

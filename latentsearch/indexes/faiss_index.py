@@ -46,6 +46,21 @@ def file_digest(path: Path, like: str = "sha256:") -> str:
     return prefix + h.hexdigest()
 
 
+def skip_dead(selector: Any, any_dead: bool) -> tuple[Any, list[Any]]:
+    """``selector`` narrowed to the live vectors when some are dead (:data:`DEAD` in the id
+    map), and the FAISS objects that must outlive the search (SWIG does not keep them)."""
+    import faiss
+
+    keep = [selector]
+    if any_dead:
+        dead = faiss.IDSelectorBatch(np.array([DEAD], dtype=np.int64))
+        alive = faiss.IDSelectorNot(dead)
+        keep += [dead, alive]
+        selector = alive if selector is None else faiss.IDSelectorAnd(selector, alive)
+        keep.append(selector)
+    return selector, keep
+
+
 @dataclass
 class Snapshot:
     """What ``index.json`` says about ``index.faiss``."""
@@ -254,15 +269,9 @@ class FaissIndex:
 
         options = self.search_options if options is None else options
 
-        keep = [selector]
         inner = self.index.index if isinstance(self.index, faiss.IndexIDMap2) else self.index
         inner = faiss.downcast_index(inner)
-        if self.dead:
-            dead = faiss.IDSelectorBatch(np.array([DEAD], dtype=np.int64))
-            alive = faiss.IDSelectorNot(dead)
-            keep += [dead, alive]
-            selector = alive if selector is None else faiss.IDSelectorAnd(selector, alive)
-            keep.append(selector)
+        selector, keep = skip_dead(selector, bool(self.dead))
         if isinstance(inner, faiss.IndexHNSW):
             ef = options.get("efSearch", DEFAULT_EF_SEARCH)
             return faiss.SearchParametersHNSW(sel=selector, efSearch=ef), keep
