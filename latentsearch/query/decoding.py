@@ -105,17 +105,11 @@ def around(
 
 
 def _spread(searcher: Searcher) -> np.ndarray:
-    """The standard deviation of each dimension over (a sample of) the stored vectors."""
-    parts, seen = [], 0
-    for ids, _ in searcher.store.iter_where(None):
-        parts.append(ids)
-        seen += len(ids)
-        if seen >= STD_SAMPLE:
-            break
-    ids = np.concatenate(parts)[:STD_SAMPLE] if parts else np.zeros(0, np.int64)
-    if len(ids) < 2:
+    """The standard deviation of each dimension over the first :data:`STD_SAMPLE` stored vectors
+    (one read)."""
+    _, vectors = next(searcher.store.iter_vectors(batch_size=STD_SAMPLE), (None, np.zeros((0, searcher.dim))))
+    if len(vectors) < 2:
         raise InvalidInputError("sampling around a latent needs a collection of at least 2 items to measure its spread")
-    _, vectors = searcher.store.vectors(ids)
     return np.asarray(vectors, np.float64).std(axis=0)
 
 
@@ -129,21 +123,29 @@ def _decoded(searcher: Searcher, encoder: Any, captions: list[str], points: np.n
 # -- the grid -----------------------------------------------------------------------------------
 
 
-def item_image(hit: Hit, searcher: Searcher, encoder: Any) -> tuple[Image | None, str]:
-    """The image of a real item for the grid, and its caption: the indexed file when it is an
-    image that can still be read, else the item's stored latent decoded."""
+def item_images(hits: Sequence[Hit | None], searcher: Searcher, encoder: Any) -> list[tuple[Image | None, str]]:
+    """For each hit (None: an empty cell), the image of the real item for the grid and its
+    caption: the indexed file when it is an image that can still be read, else the item's stored
+    latent decoded. Each item is opened once, and the latents all decode in one batch."""
     from ..media import open_image
 
-    label = f"#{hit.id}"
-    if hit.modality == "image" and hit.source:
-        try:
-            return open_image(Path(hit.source)), label
-        except (OSError, ValueError):
-            pass
-    _, vectors = searcher.vectors([hit.id])
-    if len(vectors):
-        return decode_vectors(encoder, vectors[:1], searcher.dim)[0], f"{label} (decoded)"
-    return None, label
+    found: dict[int, tuple[Image | None, str]] = {}
+    pending: list[int] = []
+    for hit in hits:
+        if hit is None or hit.id in found or hit.id in pending:
+            continue
+        if hit.modality == "image" and hit.source:
+            try:
+                found[hit.id] = (open_image(Path(hit.source)), f"#{hit.id}")
+                continue
+            except (OSError, ValueError):
+                pass
+        pending.append(hit.id)
+    if pending:
+        ids, vectors = searcher.vectors(pending)
+        for i, image in zip(ids.tolist(), decode_vectors(encoder, vectors, searcher.dim) if len(ids) else []):
+            found[int(i)] = (image, f"#{i} (decoded)")
+    return [(None, "") if h is None else found.get(h.id, (None, f"#{h.id}")) for h in hits]
 
 
 def write_grid(rows: Sequence[Sequence[tuple[Image | None, str]]], out: str | Path, cell: int = CELL) -> Path:
@@ -188,13 +190,11 @@ def decoded_grid(decoded: Decoded, searcher: Searcher, encoder: Any, out: str | 
     rows: list[list[tuple[Image | None, str]]] = []
     if len(cells) == 1:
         rows.append(cells)
-        rows.append([item_image(h, searcher, encoder) for h in decoded.nearest[0][:8]])
+        rows.append(item_images(decoded.nearest[0][:8], searcher, encoder))
         return write_grid([r for r in rows if r], out)
     for start in range(0, len(cells), 8):
         rows.append(cells[start : start + 8])
         for j in range(nearest_rows):
-            rows.append([
-                item_image(hits[j], searcher, encoder) if len(hits) > j else (None, "")
-                for hits in decoded.nearest[start : start + 8]
-            ])
+            hits = [row[j] if len(row) > j else None for row in decoded.nearest[start : start + 8]]
+            rows.append(item_images(hits, searcher, encoder))
     return write_grid(rows, out)

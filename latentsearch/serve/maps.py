@@ -3,8 +3,8 @@
 A map of a few thousand sampled items costs a k-means and a PCA (a fraction of a second to a few
 seconds), so each (collection, sample, seed) map is kept and reused while the collection has not
 changed; after a write it is recomputed at most once every :data:`REFRESH_SECONDS`, so a stream of
-writes does not make every map request pay for it. Concurrent requests for the same map wait for
-one computation.
+writes does not make every map request pay for it. Maps are computed one at a time (concurrent
+requests wait for it and then share it), and at most :data:`MAX_MAPS` are kept.
 """
 
 from __future__ import annotations
@@ -23,24 +23,20 @@ MAX_MAPS = 16  # kept maps; the oldest is dropped beyond this
 
 class MapCache:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._locks: dict[tuple[str, int, int], threading.Lock] = {}
+        self._building = threading.Lock()  # one map is computed at a time (CPU-bound; rare)
         self._maps: dict[tuple[str, int, int], tuple[int, float, CollectionMap]] = {}
 
     def get(self, name: str, col: Any, sample: int, seed: int) -> CollectionMap:
         key = (name, sample, seed)
-        with self._lock:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
+        with self._building:
             seq = col.store.max_seq()
             kept = self._maps.get(key)
             if kept is not None and (kept[0] == seq or time.monotonic() - kept[1] < REFRESH_SECONDS):
                 return kept[2]
             made = build_map(col.searcher, sample=sample, seed=seed)
-            with self._lock:
-                self._maps[key] = (seq, time.monotonic(), made)
-                while len(self._maps) > MAX_MAPS:
-                    self._maps.pop(min(self._maps, key=lambda k: self._maps[k][1]))
+            self._maps[key] = (seq, time.monotonic(), made)
+            while len(self._maps) > MAX_MAPS:  # a client asking for many seeds holds no more than this
+                self._maps.pop(min(self._maps, key=lambda k: self._maps[k][1]))
             return made
 
 

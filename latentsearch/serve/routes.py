@@ -188,8 +188,9 @@ def item_decoded(name: str, item_id: int, request: Request) -> Response:
     """The item's stored latent decoded by the encoder's decoder (an autoencoder's or a VAE's),
     as a PNG; 400 when the encoder has no decoder."""
     col = served(request).get(name)
-    _item(request, name, item_id)  # 404 first
-    _, vectors = col.searcher.vectors([item_id])
+    found, vectors = col.searcher.vectors([item_id])
+    if not len(found):
+        raise ItemNotFoundError(f"no item with id {item_id} in the collection {name!r}")
     image = col.decode(vectors[:1])[0]
     out = io.BytesIO()
     image.save(out, format="PNG")
