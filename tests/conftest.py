@@ -123,3 +123,21 @@ def hashing_collection(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         finally:
             if col.config.store_url and col.config.store_schema:
                 _drop_schemas(col.config.store_url, [col.config.store_schema])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray cluster (2 CPUs), started once per test session; yields its address, which
+    subprocesses join (``--ray ADDRESS``). Without Ray installed the test is skipped, except
+    under CI, where it fails: the test extra installs Ray and CI must run these tests."""
+    try:
+        import ray
+    except ImportError:
+        if _ci():
+            pytest.fail("Ray is not installed (CI is set: the distributed tests must run there)", pytrace=False)
+        pytest.skip("Ray is not installed: pip install 'latentsearch[distributed]'")
+    from latentsearch.distributed.cluster import connect
+
+    connect("local", num_cpus=2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

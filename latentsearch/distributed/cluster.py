@@ -45,6 +45,7 @@ def connect(address: str | None = LOCAL, num_cpus: int | None = None) -> Any:
         raise InvalidInputError(f"cannot reach {where}: {exc}") from exc
     from ray.data import DataContext
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-dataset INFO lines drown the progress
     context = DataContext.get_current()
     context.enable_progress_bars = False  # latentsearch shows its own progress
     return ray
