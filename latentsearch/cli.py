@@ -81,6 +81,16 @@ def cli() -> None:
 @click.option("--no-chunk", is_flag=True, help="Do not split long texts; the encoder truncates them.")
 @click.option("--prune", is_flag=True, help="Delete the items of files that are gone from the given folders.")
 @click.option("--wait", default=10.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to wait for another writer to finish.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Read and encode on a Ray cluster: alone, a local one; 'auto' or host:port joins a running one (this process writes).",
+)
+@click.option("--actors", type=click.IntRange(min=1), default=None, help="Encoders on the Ray cluster [default: one per GPU, else per CPU].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @json_option
 def index(
@@ -104,6 +114,8 @@ def index(
     no_chunk: bool,
     prune: bool,
     wait: float,
+    ray_address: str | None,
+    actors: int | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -119,12 +131,19 @@ def index(
     '**' spans folders ('*.md', 'docs/*.md', 'docs/**/*.md'). --exclude also prunes folders
     ('node_modules'). Paths given by name or by --files-from are always indexed.
 
+    With --ray, Ray workers read and encode (one model per actor) and this process writes each
+    batch in its own transaction: a killed worker is retried, and running the command again
+    after a crash finishes the job. On several machines, the files must be on a file system
+    every worker sees, and the store should be PostgreSQL (--db).
+
     \b
     Example:
       latentsearch index papers corpus.jsonl --text-field title,text
       latentsearch index photos ~/Pictures --encoder timm:resnet50
       latentsearch index notes ~/notes --include '*.md' --exclude 'drafts/**' --errors skipped.jsonl
       find . -name '*.txt' | latentsearch index notes --files-from -
+      latentsearch index papers corpus.jsonl --ray              # a local Ray cluster
+      latentsearch index papers corpus.jsonl --ray head:6379 --db postgresql://…
     """
     from itertools import chain
 
@@ -135,12 +154,20 @@ def index(
 
     if not paths and files_from is None:
         raise click.UsageError("give PATHS to index, or --files-from FILE")
+    if actors is not None and ray_address is None:
+        raise click.UsageError("--actors sizes the Ray encoders: give --ray too")
     options = SourceOptions(include=include, exclude=exclude, hidden=hidden)
     fields = RecordFields(text=text_field, image=image_field, key=key_field, sources=options)
     check_fields(fields)
     inputs = list(chain(paths, paths_from_list(files_from)) if files_from is not None else paths)
     check_record_fields(inputs, fields)  # a field the records lack fails before the collection is made
     _check_something_to_index(records_from_paths(inputs, fields))
+    engine: dict[str, Any] = {}
+    if ray_address is not None:  # joined first: a cluster out of reach leaves no collection behind
+        from .distributed.cluster import connect
+
+        connect(ray_address)
+        engine = {"engine": "ray", "actors": actors}
     if manifest_path(collection).exists():
         col = Collection.open(collection, encoder=encoder)
     else:
@@ -157,7 +184,7 @@ def index(
                 err=True,
             )
             col.reembed(batch_size)
-        report = run_with_progress(col, inputs, fields, batch_size, quiet or as_json, prune, chunking)
+        report = run_with_progress(col, inputs, fields, batch_size, quiet or as_json, prune, chunking, **engine)
     if errors_file is not None:
         with open(errors_file, "w", encoding="utf-8", errors="backslashreplace") as fh:
             for s in report.skipped:

@@ -236,9 +236,10 @@ def stdout_console() -> Any:
 
 
 def run_with_progress(
-    col: Any, paths: Any, fields: Any, batch_size: int, quiet: bool, prune: bool, chunking: Any
+    col: Any, paths: Any, fields: Any, batch_size: int, quiet: bool, prune: bool, chunking: Any, **engine: Any
 ) -> Any:
-    """Index with a progress bar; a background count of the inputs gives it a total and an ETA."""
+    """Index with a progress bar; a background count of the inputs gives it a total and an ETA
+    (``engine``: ``engine=`` and ``actors=`` of ``index_paths``)."""
     import threading
 
     from rich.progress import (
@@ -249,7 +250,7 @@ def run_with_progress(
 
     paths = list(paths)
     if quiet:
-        return col.index_paths(paths, fields, batch_size, prune=prune, chunking=chunking)
+        return col.index_paths(paths, fields, batch_size, prune=prune, chunking=chunking, **engine)
     columns = (
         SpinnerColumn(),
         TextColumn("indexing"),
@@ -273,7 +274,7 @@ def run_with_progress(
             elapsed = bar.tasks[0].elapsed or 0.0
             bar.update(task, rate=bar.tasks[0].completed / elapsed if elapsed else 0.0)
 
-        return col.index_paths(paths, fields, batch_size, progress=advance, prune=prune, chunking=chunking)
+        return col.index_paths(paths, fields, batch_size, progress=advance, prune=prune, chunking=chunking, **engine)
 
 
 def print_report(report: Any) -> None:

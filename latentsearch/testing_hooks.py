@@ -48,3 +48,24 @@ def after_commit() -> None:
         if _commits >= _kill_after:
             # No cleanup, no flush, no atexit: exactly what a `kill -9` from outside does.
             os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+KILL_WORKER_ONCE = "LATENTSEARCH_KILL_WORKER_ONCE"
+"""``PATH:N``: the first distributed encoding worker to reach its N-th batch creates the file
+``PATH`` and kills its own process (SIGKILL); the file makes it happen once in the whole cluster,
+however often Ray restarts the worker. Read by the driver, which hands it to its workers."""
+
+
+def kill_worker_once(setting: str | None, batches: int) -> None:
+    """In a worker, at its ``batches``-th batch: die once per cluster as ``setting`` says."""
+    if not setting:
+        return
+    path, _, n = setting.rpartition(":")
+    if batches < int(n):
+        return
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))

@@ -30,6 +30,6 @@ def test_no_module_is_a_god_module():
 
 
 def test_importing_the_package_loads_no_heavy_library():
-    code = "import sys, latentsearch, latentsearch.collection; print(sorted(m for m in ('torch', 'faiss', 'timm', 'sentence_transformers') if m in sys.modules))"
+    code = "import sys, latentsearch, latentsearch.collection; print(sorted(m for m in ('torch', 'faiss', 'timm', 'sentence_transformers', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

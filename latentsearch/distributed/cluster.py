@@ -33,7 +33,12 @@ def connect(address: str | None = LOCAL, num_cpus: int | None = None) -> Any:
     ray = ray_module()
     if ray.is_initialized():
         return ray
-    options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    # Ray's own lines (its C++ core's too) would drown the progress; failures reach the caller as
+    # exceptions. RAY_BACKEND_LOG_LEVEL=info (or error) set by the user shows them again.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address not in (None, LOCAL):
+        _check_reachable(address)  # Ray itself would retry an unreachable address for minutes
     try:
         if address in (None, LOCAL):
             os.environ.pop("RAY_ADDRESS", None)  # local means this machine, not a cluster named elsewhere
@@ -49,3 +54,26 @@ def connect(address: str | None = LOCAL, num_cpus: int | None = None) -> Any:
     context = DataContext.get_current()
     context.enable_progress_bars = False  # latentsearch shows its own progress
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """An error naming ``address`` when nothing listens there (``auto`` is Ray's to resolve)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if address == "auto":
+        return
+    parts = urlsplit(address if "://" in address else f"ray-gcs://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        raise InvalidInputError(
+            f"{address!r} is not a Ray cluster address: give host:port (the head's GCS, e.g. head:6379), "
+            "ray://host:10001, 'auto' or 'local'"
+        )
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise InvalidInputError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None

@@ -156,20 +156,39 @@ def run_ingest(
     """Read, encode and write ``records`` batch by batch: each encoded batch is committed in
     its own transaction and reported to ``progress`` (with the number of inputs it covered)
     as soon as it is, so an interrupted run keeps every finished batch."""
-    report, stages, started = IndexReport(), Stages(), time.perf_counter()
+    stages = Stages()
     splitter = LazySplitter(parts.encoder, chunking) if chunking is not None else None
-    chunks = chunked(_first_of_each_key(_storable(records)), budget=batch_size)
-    pending: Future[Any] | None = None
-    with ThreadPoolExecutor(1, thread_name_prefix="latentsearch-writer") as writer:
-        for prep in prefetch(_prepare(parts, chunk, on_conflict, stages, splitter) for chunk in chunks):
-            report.unchanged += prep.unchanged
-            report.inputs += prep.size
-            report.skipped += prep.skipped
-            report.warnings += prep.warnings
+
+    def encoded() -> Iterator[tuple[Prepared, np.ndarray]]:
+        for prep in prefetch(_prepare(parts, chunk, on_conflict, stages, splitter) for chunk in input_chunks(records, batch_size)):
             t0 = time.perf_counter()
             vectors = encode_records(parts.encoder.get, [r for r, _ in prep.encode], parts.config.dim, batch_size)
             release_images(r for r, _ in prep.encode)  # the writer needs the vectors, not the pixels
             stages.encode += time.perf_counter() - t0
+            yield prep, vectors
+
+    return write_all(parts, encoded(), progress, stages)
+
+
+def input_chunks(records: Iterable[Record | Skipped], batch_size: int) -> Iterator[list[Record | Skipped]]:
+    """The inputs checked at the door, the first of each key kept, in chunks of ``batch_size``
+    (images weigh more)."""
+    return chunked(_first_of_each_key(_storable(records)), budget=batch_size)
+
+
+def write_all(
+    parts: Parts, encoded: Iterable[tuple[Prepared, np.ndarray]], progress: Progress | None, stages: Stages
+) -> IndexReport:
+    """Commit each encoded chunk in its own transaction (a writer thread, one chunk behind the
+    encoder) and add it to the index; the report of the whole run."""
+    report, started = IndexReport(), time.perf_counter()
+    pending: Future[Any] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="latentsearch-writer") as writer:
+        for prep, vectors in encoded:
+            report.unchanged += prep.unchanged
+            report.inputs += prep.size
+            report.skipped += prep.skipped
+            report.warnings += prep.warnings
             if pending is not None:
                 _merge(report, pending.result())
             pending = writer.submit(_write, parts, prep, vectors, stages, progress)
@@ -213,10 +232,22 @@ def _prepare(
 ) -> Prepared:
     t0 = time.perf_counter()
     prep = Prepared(size=len(chunk))
+    fresh = unchanged_files(parts.store, chunk, prep)
+    images = [r for r in fresh if r.modality == IMAGE]
+    preprocess = getattr(parts.encoder.get(), "preprocess_image", None) if images else None
+    loaded = read_records(fresh, preprocess, splitter, prep)
+    decide(parts.store, loaded, on_conflict, prep)
+    encoding = {id(r) for r, _ in prep.encode}
+    release_images(r for r, _ in loaded if id(r) not in encoding)  # unchanged or reused: not encoded
+    stages.read += time.perf_counter() - t0
+    return prep
+
+
+def unchanged_files(store: SqlStore, chunk: list[Record | Skipped], prep: Prepared) -> list[Record]:
+    """The records of ``chunk`` to read: files whose size and mtime match the store are
+    unchanged (counted in ``prep``, never read); skips found earlier go to ``prep.skipped``."""
     records = [r for r in chunk if isinstance(r, Record)]
-    prep.skipped = [r for r in chunk if isinstance(r, Skipped)]
-    store = parts.store
-    # Files whose size and mtime match the store are unchanged: not even read.
+    prep.skipped += [r for r in chunk if isinstance(r, Skipped)]
     states = store.file_states([_doc(r) for r in records if r.stat is not None and _doc(r)])
     fresh: list[Record] = []
     for r in records:
@@ -224,9 +255,16 @@ def _prepare(
             prep.unchanged += 1
         else:
             fresh.append(r)
+    return fresh
+
+
+def read_records(
+    fresh: list[Record], preprocess: Callable[[Any], Any] | None, splitter: Any, prep: Prepared
+) -> list[tuple[Record, str | None]]:
+    """Read, hash and split ``fresh`` records (files read by a few threads): ``(record, content
+    hash)`` for each item to store; what cannot be read or stored goes to ``prep.skipped``.
+    Needs no store: it runs where the encoder runs (a Ray worker, too)."""
     files = [r for r in fresh if r.text_path is not None or r.image_path is not None]
-    images = [r for r in fresh if r.modality == IMAGE]
-    preprocess = getattr(parts.encoder.get(), "preprocess_image", None) if images else None
     with ThreadPoolExecutor(READ_THREADS) as pool:
         read = {id(r): out for r, out in zip(files, pool.map(lambda r: _load(r, preprocess), files))}
     loaded: list[tuple[Record, str | None]] = []
@@ -248,6 +286,16 @@ def _prepare(
             loaded += [(p, p.content_hash()) for p in passages]
         else:
             loaded.append((record, digest))
+    return loaded
+
+
+def decide(
+    store: SqlStore, loaded: list[tuple[Record, str | None]], on_conflict: str, prep: Prepared
+) -> list[int]:
+    """Sort loaded records against the store into ``prep``: unchanged (same content and
+    metadata: only the file's new stat is kept), reused (content the store has a vector for: a
+    renamed or copied file), to encode; and the stale passages of changed documents. Returns the
+    positions in ``loaded`` that went to ``prep.encode``, in order."""
     existing = store.keys_to_ids([r.key for r, _ in loaded if r.key is not None])
     if existing and on_conflict == "error":
         raise InvalidInputError(f"key {next(iter(existing))!r} exists already; use upsert() to replace it")
@@ -259,7 +307,8 @@ def _prepare(
     # Same content may come with other metadata: then the item is updated (its vector reused).
     same = [existing[r.key][0] for r, d in loaded if r.key in existing and existing[r.key][1] == d]
     stored = store.get(same) if same else {}
-    for record, digest in loaded:
+    positions: list[int] = []
+    for i, (record, digest) in enumerate(loaded):
         old = existing.get(record.key) if record.key is not None else None
         if old:
             prep.existing[record.key] = old[0]  # type: ignore[index]
@@ -275,10 +324,8 @@ def _prepare(
             prep.reuse.append((record, digest, reusable[digest]))  # type: ignore[arg-type]
         else:
             prep.encode.append((record, digest))  # type: ignore[arg-type]
-    encoding = {id(r) for r, _ in prep.encode}
-    release_images(r for r, _ in loaded if id(r) not in encoding)  # unchanged or reused: not encoded
-    stages.read += time.perf_counter() - t0
-    return prep
+            positions.append(i)
+    return positions
 
 
 def _doc(record: Record) -> str | None:

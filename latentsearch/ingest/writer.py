@@ -106,6 +106,17 @@ class WriteLock:
         self._mutex.release()
 
 
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: str, actors: int | None) -> None:
+    """Refuse an unknown engine, or actors without Ray, before anything is read."""
+    if engine not in ENGINES:
+        raise InvalidInputError(f"engine must be one of {', '.join(map(repr, ENGINES))}, not {engine!r}")
+    if actors is not None and (engine != "ray" or isinstance(actors, bool) or not isinstance(actors, int) or actors < 1):
+        raise InvalidInputError(f"actors must be a positive number of Ray encoders (with engine='ray'), not {actors!r}")
+
+
 class Writer:
     """Writes to a collection: the store, the encoder and the index, explicitly given."""
 
@@ -282,19 +293,27 @@ class Writer:
         progress: Progress | None = None,
         prune: bool = False,
         chunking: ChunkConfig | None = ChunkConfig(),
+        engine: str = "local",
+        actors: int | None = None,
     ) -> IndexReport:
         """Index files and folders (text, images, JSONL/CSV records); unchanged files are skipped.
 
         Long texts are split into passages that fit the encoder (``chunking=None`` truncates
         instead, as the model would); ``prune`` then deletes the items of files that are gone
-        from the given folders.
+        from the given folders. ``engine="ray"`` reads and encodes on the Ray cluster this
+        process is connected to (``latentsearch.distributed.cluster.connect``; a local one is
+        started when there is none) with ``actors`` encoders (default: one per GPU, else per
+        CPU), and writes here, each batch in its own transaction.
         """
+        check_engine(engine, actors)
         paths = list(paths)
         with self.writing():
             changes = field_changes(self.store, paths, fields)
             for change in changes:  # said before anything is replaced
                 log.warning("%s was %s", change.source, change.reason)
-            report = self.add_records(records_from_paths(paths, fields), batch_size, "update", progress, chunking)
+            report = self.add_records(
+                records_from_paths(paths, fields), batch_size, "update", progress, chunking, engine, actors
+            )
             report.warnings[:0] = changes
             remember_fields(self.store, paths, fields)
             if prune:
@@ -318,14 +337,22 @@ class Writer:
         on_conflict: str = "update",
         progress: Progress | None = None,
         chunking: ChunkConfig | None = None,
+        engine: str = "local",
+        actors: int | None = None,
     ) -> IndexReport:
         """Encode and store records batch by batch, each batch one transaction; with
-        ``chunking``, long texts become passages linked to their document."""
+        ``chunking``, long texts become passages linked to their document (``engine``,
+        ``actors``: see :meth:`index_paths`)."""
+        check_engine(engine, actors)
         if on_conflict not in ("update", "error"):
             raise InvalidInputError(f"on_conflict must be 'update' or 'error', not {on_conflict!r}")
         if batch_size <= 0:
             raise InvalidInputError(f"batch size must be positive, got {batch_size}")
         with self.writing():
+            if engine == "ray":
+                from ..distributed.encoding import run_ingest_ray
+
+                return run_ingest_ray(self, records, batch_size, on_conflict, progress, chunking, actors)
             return run_ingest(self, records, batch_size, on_conflict, progress, chunking)
 
     def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = ()) -> Deleted:
