@@ -459,7 +459,12 @@ def _long_document(n_words: int, seed: int = 7) -> str:
 def test_counter_for_minilm(minilm):
     counter, limit = counter_for(SimpleNamespace(model=minilm))
     assert isinstance(counter, HFTokenCounter)
-    assert counter.tokenizer is minilm.tokenizer
+    # Its own copy: a call changes a fast tokenizer's truncation and padding settings, and the
+    # encoder tokenizes padded batches in another thread while the reader counts tokens.
+    assert counter.tokenizer is not minilm.tokenizer
+    assert counter.tokenizer.backend_tokenizer is not minilm.tokenizer.backend_tokenizer
+    text = "Counting tokens of a passage, twice: the copy counts as the model's own tokenizer does."
+    assert counter.offsets(text) == [tuple(o) for o in minilm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
     assert minilm.max_seq_length == 256
     assert limit == 254
 

@@ -13,6 +13,8 @@ imported (an encoder holding a ``SentenceTransformer`` has imported it).
 
 from __future__ import annotations
 
+import copy
+
 import math
 import re
 import sys
@@ -89,7 +91,10 @@ class HFTokenCounter:
                 f"the tokenizer {type(tokenizer).__name__} is a slow (Python) tokenizer, which "
                 "cannot report token offsets; load the model with a fast tokenizer"
             )
-        self.tokenizer = tokenizer
+        # A copy of its own: a fast tokenizer keeps its truncation and padding settings in shared
+        # state that each call changes, so counting tokens (no truncation) in the reader thread
+        # while the encoder tokenizes a padded batch in another breaks the batch.
+        self.tokenizer = copy.deepcopy(tokenizer)
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         # No truncation, and verbose=False: a document longer than the model's limit is the
