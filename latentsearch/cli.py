@@ -232,6 +232,11 @@ def _check_something_to_index(records: Any) -> None:
     show_default=True,
     help="dense: by meaning (vectors); lexical: by words (full-text index); hybrid: both, fused.",
 )
+@click.option(
+    "--params",
+    metavar="OPTIONS",
+    help="The index's search options for this query, e.g. 'efSearch=512' (HNSW), 'nprobe=64' (IVF), 'rescore=4'.",
+)
 @click.option("--server", metavar="URL", help="Search the collection NAME served at URL by `latentsearch serve`.")
 @click.option("--token", envvar="LATENTSEARCH_TOKEN", metavar="TOKEN",
               help="The server's token, when its reads need one (env LATENTSEARCH_TOKEN, which `ps` does not show).")
@@ -244,6 +249,7 @@ def search(
     documents: bool,
     where_json: str | None,
     mode: str,
+    params: str | None,
     server: str | None,
     token: str | None,
     as_json: bool,
@@ -263,6 +269,7 @@ def search(
       latentsearch search photos --image cat.jpg --json
       latentsearch search papers "black holes" --where '{"topic": "space", "year": {"$gte": 2020}}'
       latentsearch search papers "BRCA1 mutation" --mode hybrid
+      latentsearch search papers "BRCA1 mutation" --params efSearch=512   # deeper than the index's own
       latentsearch search http://127.0.0.1:8000/papers "protein folding"
       LATENTSEARCH_TOKEN=… latentsearch search papers "protein folding" --server http://127.0.0.1:8000
     """
@@ -273,6 +280,10 @@ def search(
     where = parse_where(where_json)
     target = server_target(collection, server)
     options: dict[str, Any] = {"k": k, "group_by": "document" if documents else None, "where": where, "mode": mode}
+    if params:
+        from .indexes.selection import search_overrides
+
+        options["params"] = search_overrides(params)  # a bad option fails before anything loads
     if target is not None:
         hits, stats = remote_search(*target, token, image if image is not None else query, **options)
     else:

@@ -114,7 +114,7 @@ def test_short_rows_go_deeper_then_exact(base, data, monkeypatch, request):
     request.addfinalizer(lambda: base.reindex(spec))  # the module's other tests share `base`
     monkeypatch.setattr(filtered, "EXACT_LIMIT", 0)
     shallow = filtered.deeper
-    monkeypatch.setattr(filtered, "deeper", lambda index, s, boost, k: shallow(index, 1.0, boost, k))
+    monkeypatch.setattr(filtered, "deeper", lambda index, s, boost, k, base=None: shallow(index, 1.0, boost, k, base))
     where, pick = SELECTIVITY["0.1%"]
     matches = set(base.ids[pick(data["bucket"])].tolist())
     assert len(matches) == 20

@@ -55,8 +55,16 @@ class FilteredSearcher:
     The matches are counted when it is made; their ids are read once, on first need.
     """
 
-    def __init__(self, index: FaissIndex, store: SqlStore, where: Mapping[str, Any], metric: str):
+    def __init__(
+        self,
+        index: FaissIndex,
+        store: SqlStore,
+        where: Mapping[str, Any],
+        metric: str,
+        options: Mapping[str, int] | None = None,
+    ):
         self.index, self.store, self.where, self.metric = index, store, where, metric
+        self.options = dict(index.search_options if options is None else options)  # before going deeper
         self.matches = store.count_where(where)
         self.explanation = None if self.matches else explain_no_match(store, where)
         self.stats = FilterStats(self.matches, "none", explanation=self.explanation)
@@ -82,7 +90,7 @@ class FilteredSearcher:
         it visits the graph's non-matching nodes too, so exact search costs less there."""
         if not _is_hnsw(self.index):
             return True  # IVF probes at most all lists, each with the selector: a flat scan at worst
-        return deeper(self.index, self.selectivity, 1, k)["efSearch"] <= EF_LIMIT
+        return deeper(self.index, self.selectivity, 1, k, self.options)["efSearch"] <= EF_LIMIT
 
     def _exact(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         batches = self.store.iter_where(self.where, vectors=True)
@@ -98,7 +106,7 @@ class FilteredSearcher:
         rounds = 0
         for boost in (4**r for r in range(DEEPER_ROUNDS)):
             rounds += 1
-            options = deeper(self.index, self.selectivity, boost, k)
+            options = deeper(self.index, self.selectivity, boost, k, self.options)
             d, i = self.index.search(xq[todo], k, self._selector, options)
             D[todo], I[todo] = d, i
             todo = todo[(i >= 0).sum(axis=1) < want]
@@ -110,9 +118,12 @@ class FilteredSearcher:
         return D, I
 
 
-def deeper(index: FaissIndex, selectivity: float, boost: int, k: int) -> dict[str, int]:
+def deeper(
+    index: FaissIndex, selectivity: float, boost: int, k: int, base: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """Search options for ``index`` deep enough to find ``k`` results among a ``selectivity``
-    share of its vectors, ``boost`` times deeper still.
+    share of its vectors, ``boost`` times deeper still (``base``: the options to deepen, the
+    index's own by default).
 
     A filter independent of the vectors puts the k-th nearest match about as far away as the
     (k/selectivity)-th nearest vector: HNSW's candidate list and IVF's probed lists grow by
@@ -120,7 +131,7 @@ def deeper(index: FaissIndex, selectivity: float, boost: int, k: int) -> dict[st
     """
     import faiss
 
-    options = dict(index.search_options)
+    options = dict(index.search_options if base is None else base)
     scale = boost / max(selectivity, 1e-9)
     ef = max(options.get("efSearch", DEFAULT_EF_SEARCH), k)
     options["efSearch"] = int(min(math.ceil(ef * scale), max(index.ntotal, ef)))
@@ -129,7 +140,7 @@ def deeper(index: FaissIndex, selectivity: float, boost: int, k: int) -> dict[st
     except RuntimeError:
         nlist = 0
     if nlist:
-        options["nprobe"] = int(min(math.ceil(index.nprobe(nlist) * scale), nlist))
+        options["nprobe"] = int(min(math.ceil(index.nprobe(nlist, options) * scale), nlist))
     return options
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 from ..encoders.lazy import LazyEncoder
 from ..errors import InvalidInputError
 from ..indexes.faiss_index import FaissIndex
+from ..indexes.selection import search_overrides
 from ..indexes.sync import IndexSync
 from ..stores.diagnose import explain_no_match
 from ..stores.filters import check_where
@@ -111,6 +113,7 @@ class Searcher:
         where: Mapping[str, Any] | None = None,
         mode: str = "dense",
         hybrid_weights: Sequence[float] = (1.0, 1.0),
+        params: Mapping[str, int] | str | None = None,
     ) -> list[Hit]:
         """The ``k`` nearest items to a text, a PIL image, an image ``Path``, a vector or an item id.
 
@@ -124,10 +127,14 @@ class Searcher:
         fuses the dense and lexical rankings by reciprocal rank fusion, each side weighted by
         ``hybrid_weights`` (dense, lexical), and the hits' scores are the fused scores.
         See :mod:`latentsearch.query.hybrid`.
+
+        ``params`` overrides the index's search options for this query: ``{"efSearch": 512}``
+        (HNSW), ``{"nprobe": 64}`` (IVF), ``{"rescore": 4}``, or the same as ``"efSearch=512"``;
+        options the index type has no use for are ignored.
         """
         if isinstance(query, np.ndarray) and query.ndim > 1 and query.shape[0] != 1:
             raise InvalidInputError(f"search() takes one query; for {query.shape[0]} vectors use search_batch()")
-        return self.search_batch_with_stats([query], k, group_by, where, mode, hybrid_weights)[0][0]
+        return self.search_batch_with_stats([query], k, group_by, where, mode, hybrid_weights, params)[0][0]
 
     def search_batch(
         self,
@@ -137,10 +144,12 @@ class Searcher:
         where: Mapping[str, Any] | None = None,
         mode: str = "dense",
         hybrid_weights: Sequence[float] = (1.0, 1.0),
+        params: Mapping[str, int] | str | None = None,
     ) -> list[list[Hit]]:
         """One list of hits per query; queries are encoded together and searched in one call.
-        ``where``, ``mode`` and ``hybrid_weights`` apply to every query alike (see :meth:`search`)."""
-        return self.search_batch_with_stats(queries, k, group_by, where, mode, hybrid_weights)[0]
+        ``where``, ``mode``, ``hybrid_weights`` and ``params`` apply to every query alike (see
+        :meth:`search`)."""
+        return self.search_batch_with_stats(queries, k, group_by, where, mode, hybrid_weights, params)[0]
 
     def search_batch_with_stats(
         self,
@@ -150,6 +159,7 @@ class Searcher:
         where: Mapping[str, Any] | None = None,
         mode: str = "dense",
         hybrid_weights: Sequence[float] = (1.0, 1.0),
+        params: Mapping[str, int] | str | None = None,
     ) -> tuple[list[list[Hit]], FilterStats | None]:
         """:meth:`search_batch`, and what its filter did (None without ``where``): how many
         items matched, how they were searched, and why nothing matched when nothing did."""
@@ -160,6 +170,7 @@ class Searcher:
             raise InvalidInputError(f"group_by must be 'document' or None, not {group_by!r}")
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        overrides = search_overrides(params)
         if where is not None:
             check_where_shape(where)  # check_where recurses: bound its depth first
             check_where(where, self.store.engine.dialect.name)  # before encoding: fail fast
@@ -174,8 +185,13 @@ class Searcher:
             return hits, FilterStats(matches, "lexical", explanation=why)
         qv = self.query_vectors(queries)
         with self.sync.reading() as index:
-            searcher = FilteredSearcher(index, self.store, where, self.metric) if where else None
-            search, total = (index.search, index.ntotal) if searcher is None else (searcher.search, searcher.matches)
+            options = {**index.search_options, **overrides}
+            searcher = FilteredSearcher(index, self.store, where, self.metric, options) if where else None
+            search, total = (
+                (partial(index.search, options=options), index.ntotal)
+                if searcher is None
+                else (searcher.search, searcher.matches)
+            )
             if mode == "dense":
                 hits = self._hits(search, total, qv, k, group_by)
             else:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import InvalidInputError, LatentSearchError
+from ..indexes.selection import search_overrides
 from ..types import Cluster, Deleted, Hit, Item
 from .errors import ServiceUnavailableError, make_error
 
@@ -105,22 +106,26 @@ class RemoteCollection:
         where: Mapping[str, Any] | None = None,
         mode: str = "dense",
         hybrid_weights: Sequence[float] = (1.0, 1.0),
+        params: Mapping[str, int] | str | None = None,
     ) -> list[Hit]:
-        """The ``k`` nearest items to a text, a vector, an item id, an image ``Path`` or a PIL image."""
+        """The ``k`` nearest items to a text, a vector, an item id, an image ``Path`` or a PIL image
+        (``params``: the index's search options for this query, e.g. ``{"efSearch": 512}``)."""
         if isinstance(query, Path) or _is_image(query):
-            return self.search_batch_with_stats([query], k, group_by, where, mode)[0][0]
-        body = self._search_body(k, group_by, where, mode, hybrid_weights, query=_query(query))
+            return self.search_batch_with_stats([query], k, group_by, where, mode, params=params)[0][0]
+        body = self._search_body(k, group_by, where, mode, hybrid_weights, params, query=_query(query))
         return _hits(self.client.request("POST", f"{self._path}/search", json=body)["hits"])
 
     def search_batch(self, queries: Sequence[Any], k: int = 10, group_by: str | None = None,
                      where: Mapping[str, Any] | None = None, mode: str = "dense",
-                     hybrid_weights: Sequence[float] = (1.0, 1.0)) -> list[list[Hit]]:
+                     hybrid_weights: Sequence[float] = (1.0, 1.0),
+                     params: Mapping[str, int] | str | None = None) -> list[list[Hit]]:
         """One list of hits per query, searched together in one request."""
-        return self.search_batch_with_stats(queries, k, group_by, where, mode, hybrid_weights)[0]
+        return self.search_batch_with_stats(queries, k, group_by, where, mode, hybrid_weights, params)[0]
 
     def search_batch_with_stats(self, queries: Sequence[Any], k: int = 10, group_by: str | None = None,
                                 where: Mapping[str, Any] | None = None, mode: str = "dense",
-                                hybrid_weights: Sequence[float] = (1.0, 1.0)) -> tuple[list[list[Hit]], FilterStats | None]:
+                                hybrid_weights: Sequence[float] = (1.0, 1.0),
+                                params: Mapping[str, int] | str | None = None) -> tuple[list[list[Hit]], FilterStats | None]:
         """:meth:`search_batch`, and what the filter did (None without ``where``). An image (a
         ``Path`` or a PIL image) is uploaded, so it comes alone: a batch of one."""
         if isinstance(queries, (str, bytes)):
@@ -130,8 +135,8 @@ class RemoteCollection:
                 raise InvalidInputError("search images one at a time with search(); a batch takes texts, vectors and ids")
             if mode != "dense":
                 raise InvalidInputError(f"{mode} search needs a text query; search by image with mode='dense'")
-            return self._search_image(queries[0], k, group_by, where)
-        body = self._search_body(k, group_by, where, mode, hybrid_weights, queries=[_query(q) for q in queries])
+            return self._search_image(queries[0], k, group_by, where, params)
+        body = self._search_body(k, group_by, where, mode, hybrid_weights, params, queries=[_query(q) for q in queries])
         answer = self.client.request("POST", f"{self._path}/search", json=body)
         return [_hits(row) for row in answer["results"]], _stats(answer.get("filter"))
 
@@ -189,10 +194,15 @@ class RemoteCollection:
     # -- helpers ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _search_body(k: int, group_by: str | None, where: Any, mode: str, weights: Sequence[float], **query: Any) -> dict[str, Any]:
-        return {**query, "k": k, "group_by": group_by, "where": where, "mode": mode, "hybrid_weights": list(weights)}
+    def _search_body(k: int, group_by: str | None, where: Any, mode: str, weights: Sequence[float], params: Any,
+                     **query: Any) -> dict[str, Any]:
+        body = {**query, "k": k, "group_by": group_by, "where": where, "mode": mode, "hybrid_weights": list(weights)}
+        if params:
+            body["params"] = search_overrides(params)  # checked here: a bad option never leaves
+        return body
 
-    def _search_image(self, image: Any, k: int, group_by: str | None, where: Any) -> tuple[list[list[Hit]], FilterStats | None]:
+    def _search_image(self, image: Any, k: int, group_by: str | None, where: Any,
+                      params: Any = None) -> tuple[list[list[Hit]], FilterStats | None]:
         if isinstance(image, Path):
             try:
                 name, data = image.name, image.expanduser().read_bytes()
@@ -207,6 +217,8 @@ class RemoteCollection:
             form["where"] = json.dumps(where)
         if group_by is not None:
             form["group_by"] = group_by
+        if params:
+            form["params"] = "&".join(f"{name}={value}" for name, value in search_overrides(params).items())
         answer = self.client.request("POST", f"{self._path}/search/image", files={"file": (name, data)}, data=form)
         return [_hits(answer["hits"])], _stats(answer.get("filter"))
 

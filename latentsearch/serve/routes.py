@@ -99,7 +99,7 @@ def search(name: str, body: SearchRequest, request: Request) -> JSONResponse:
         return JSONResponse({"results": [], "filter": None})
     hits, stats = col.search_batch_with_stats(
         queries, k=body.k, group_by=body.group_by, where=body.where, mode=body.mode,
-        hybrid_weights=body.hybrid_weights,
+        hybrid_weights=body.hybrid_weights, params=body.params,
     )
     out: dict[str, Any] = {"results": [[h.to_dict() for h in row] for row in hits]} if batch else {
         "hits": [h.to_dict() for h in hits[0]]
@@ -116,6 +116,7 @@ def search_image(
     where: Optional[str] = Form(None, description='A filter as JSON text, e.g. {"topic": "cats"}.'),
     group_by: Optional[str] = Form(None),
     vector: bool = Form(False, description="Also answer the image's vector (to ask for its clusters or map place)."),
+    params: Optional[str] = Form(None, description="The index's search options, e.g. efSearch=256&rescore=4."),
 ) -> JSONResponse:
     """Search by an uploaded image (multipart field ``file``), decoded with the checks ingestion
     applies (size limit, decompression bombs refused); answers like ``/search``."""
@@ -126,7 +127,7 @@ def search_image(
     _finite(filters, "where")
     image = decode_upload(file.file, file.size, state.options.max_image_bytes, file.filename)
     query: Any = col.searcher.query_vectors([image]).vectors[0] if vector else image  # encoded once
-    hits, stats = col.search_batch_with_stats([query], k=k, group_by=group_by or None, where=filters)
+    hits, stats = col.search_batch_with_stats([query], k=k, group_by=group_by or None, where=filters, params=params)
     out: dict[str, Any] = {"hits": [h.to_dict() for h in hits[0]], "filter": _filter(stats)}
     if vector:
         out["vector"] = [float(v) for v in query]

@@ -39,6 +39,10 @@ class SearchRequest(_Strict):
     mode: Literal["dense", "lexical", "hybrid"] = "dense"
     group_by: Optional[Literal["document"]] = None
     hybrid_weights: tuple[float, float] = (1.0, 1.0)
+    params: Optional[dict[str, StrictInt]] = Field(
+        None, description="The index's search options for this request: efSearch (HNSW), nprobe (IVF), rescore.",
+        examples=[{"efSearch": 256}],
+    )
 
 
 class ClustersRequest(_Strict):
