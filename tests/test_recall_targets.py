@@ -204,3 +204,43 @@ def test_reads_never_write_in_a_tuned_collection(tmp_path: Path, monkeypatch):
     after = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()}
     strip = lambda d: {k: v for k, v in d.items() if not k.startswith("metadata.db-")}  # noqa: E731
     assert strip(before) == strip(after)
+
+
+# -- the rescore R, tuned for indexes of compressed codes -------------------------------------------
+
+
+def test_a_binary_index_tunes_its_rescore_to_the_target(tmp_path: Path):
+    both = clustered(5200, 7, dim=64)
+    base, queries = both[:5000], both[5000:]
+    with latentsearch.create(tmp_path / "b", encoder=None, dim=64, index="binary?recall=0.95") as col:
+        col.add(base)
+        tuned = manifest(col.path)["index_tuning"]
+        assert tuned["param"] == "rescore" and tuned["met"] and tuned["value"] > 1
+        assert col.index().search_options == {"rescore": tuned["value"]}
+        assert fresh_recall(col, base, queries) >= 0.95
+        assert fresh_recall(col, base, queries, {"rescore": 1}) < 0.95  # the codes alone miss it
+        assert tuned["value"] in tuning.RESCORE_STEPS  # the first step of the ladder that meets it
+        assert tuning.meets(tuned["recall"], 0.95, tuning.HELD_OUT)
+        assert f"rescore {tuned['value']}" in col.info()["index_tuning"]
+
+
+def test_coarse_codes_that_miss_at_every_depth_tune_a_rescore_then_the_depth(tmp_path: Path):
+    base, queries = uniform(6000, 8), uniform(200, 9)
+    with latentsearch.create(tmp_path / "pq", encoder=None, dim=DIM, index="IVF32,PQ8x4?recall=0.95") as col:
+        col.add(base)
+        tuned = manifest(col.path)["index_tuning"]
+        assert tuned["param"] == "nprobe" and tuned["met"] and tuned["rescore"] > 1
+        assert col.index().search_options == {"nprobe": tuned["value"], "rescore": tuned["rescore"]}
+        assert tuning.meets(tuned["recall"], 0.95, tuning.HELD_OUT)
+        # New queries: within two standard errors of 200 queries' recall (0.01) of the target.
+        assert fresh_recall(col, base, queries) >= 0.94
+        assert fresh_recall(col, base, queries, {"nprobe": 32, "rescore": 1}) < 0.9  # the codes alone: far off
+
+
+def test_a_fixed_rescore_is_kept_and_only_the_depth_tuned(tmp_path: Path):
+    base = uniform(6000, 10)
+    with latentsearch.create(tmp_path / "f", encoder=None, dim=DIM, index="IVF32,PQ8x4?recall=0.5&rescore=8") as col:
+        col.add(base)
+        tuned = manifest(col.path)["index_tuning"]
+        assert tuned["param"] == "nprobe" and tuned["rescore"] is None
+        assert col.index().search_options["rescore"] == 8

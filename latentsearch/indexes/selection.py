@@ -206,6 +206,15 @@ def is_binary(factory: str) -> bool:
     return factory == "binary" or factory.startswith("binary,")
 
 
+LOSSY_CODES = ("SQ", "PQ", "RQ", "LSQ", "PRQ", "PLSQ", "LSH", "RaBitQ")
+
+
+def is_lossy(factory: str) -> bool:
+    """Whether ``factory`` keeps compressed codes rather than the vectors (scalar, product or
+    additive quantisation, binary codes): its distances are approximate, and ``rescore=`` pays."""
+    return is_binary(factory) or any(part.strip().startswith(LOSSY_CODES) for part in factory.split(","))
+
+
 def binary_hnsw(factory: str, dim: int) -> int:
     """Check a binary spec for ``dim``: ``binary`` (exhaustive hamming search; returns 0) or
     ``binary,HNSW<M>`` (a hamming HNSW graph; returns M)."""

@@ -38,7 +38,7 @@ import numpy as np
 
 from .consistency import VERIFY_SAMPLE, differing, not_changed_since, snapshot_differs, vector_sample
 from .faiss_index import FaissIndex, Snapshot
-from .selection import AUTO_HNSW_BYTES, IndexSpec, choose_auto
+from .selection import AUTO_HNSW_BYTES, IndexSpec, choose_auto, is_lossy
 from .tuning import TUNE_MIN_VECTORS, Tuning, exact_tuning, held_out, search_param, tune
 
 if TYPE_CHECKING:
@@ -245,12 +245,14 @@ class IndexSync:
         t = self.tuning
         if target is None or (t is not None and (t.spec != self.spec or t.factory != index.factory)):
             self.tuning = t = None  # about another spec or an index this one replaced
-        if target is None or search_param(index) is None or index.ntotal < TUNE_MIN_VECTORS:
+        rescore_free = "rescore" not in parsed.search
+        tunable = search_param(index) is not None or (rescore_free and is_lossy(index.factory) and index.trained)
+        if target is None or not tunable or index.ntotal < TUNE_MIN_VECTORS:
             return self.tuning
         if not force and t is not None and t.spec == self.spec and t.factory == index.factory and not t.due(index.ntotal):
             return t
         queries = held_out(self.store, self.metric)
-        found = tune(index, self.store, self.metric, self.spec, target, queries)  # searches go on
+        found = tune(index, self.store, self.metric, self.spec, target, queries, rescore_free)  # searches go on
         if found is None:  # too few vectors left to train the held-out copy
             return self.tuning
         if not found.met and parsed.is_auto and index.ntotal * self.dim * 4 <= AUTO_HNSW_BYTES:
@@ -262,7 +264,8 @@ class IndexSync:
             return self.tuning
         self.tuning = found
         with self._rw.write_lock():
-            index.search_options = {**index.search_options, **found.options}
+            kept = {k: v for k, v in index.search_options.items() if k != "rescore" or not rescore_free}
+            index.search_options = {**kept, **found.options}
         return found
 
     # -- keeping up with the store -------------------------------------------------------------

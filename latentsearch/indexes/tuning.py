@@ -14,6 +14,13 @@ shallowest up (HNSW: 16, 24, 32, 48, … up to :data:`MAX_TUNED_EF`; IVF: 1, 2, 
 then bisected), and the first that reaches the target with two standard errors of the measurement
 to spare is kept. When none does the deepest is kept, with its recall, and a warning.
 
+An index of compressed codes (SQ, PQ, binary) whose spec does not fix ``rescore=`` has a second
+knob: the candidates re-ranked by their stored vectors (``rescore`` R, from
+:data:`RESCORE_STEPS`). An index with no search depth (``binary``, ``SQ8``) tunes R alone; an
+HNSW or IVF index over codes tunes its depth without rescoring first and, when even the deepest
+search misses the target, the smallest R that meets it at the deepest search, then the smallest
+depth with that R.
+
 Only the write path tunes (:meth:`IndexSync.tune`, under the writer lock): after a build or a
 rebuild, and once the index has grown to :data:`RETUNE_GROWTH` times its size at the last tuning.
 The result (:class:`Tuning`) goes into the manifest, so that opening the collection, searching or
@@ -32,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..vectors import exact_search
+from .selection import is_lossy
 
 if TYPE_CHECKING:
     from ..stores.sql import SqlStore
@@ -45,6 +53,7 @@ TUNE_MIN_VECTORS = 1_000  # below this an index is not tuned: its defaults searc
 RETUNE_GROWTH = 2.0  # tune again once the index holds this many times the vectors it was tuned on
 MAX_TUNED_EF = 4096  # deeper HNSW searches cost more than exact search on any index worth a graph
 TUNE_SEED = 0
+RESCORE_STEPS = (1, 2, 4, 8, 16, 32, 64, 100)  # rescore R tried, the first that meets the target kept
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Tuning:
     ntotal: int  # vectors in the index when tuned
     tuned_at: str  # UTC, ISO 8601
     replaces: str | None = None  # for ``auto``: the index type it chose, when that missed the target
+    rescore: int | None = None  # candidates per result re-ranked, when tuned beside ``param``
 
     @classmethod
     def from_dict(cls, data: Any) -> Tuning | None:
@@ -80,7 +90,8 @@ class Tuning:
     @property
     def options(self) -> dict[str, int]:
         """The search options it tuned (none for Flat)."""
-        return {self.param: int(self.value)} if self.param and self.value else {}
+        options = {self.param: int(self.value)} if self.param and self.value else {}
+        return {**options, "rescore": int(self.rescore)} if self.rescore else options
 
     def due(self, ntotal: int) -> bool:
         """Whether the index has grown enough since this tuning to tune it again."""
@@ -88,6 +99,8 @@ class Tuning:
 
     def describe(self) -> str:
         what = f"{self.param} {self.value}" if self.param else self.factory
+        if self.rescore:
+            what += f", rescore {self.rescore}"
         if self.replaces:
             what += f" (in place of {self.replaces})"
         missed = "" if self.met else ", target missed"
@@ -179,48 +192,71 @@ def meets(recall: float, target: float, queries: int) -> bool:
 
 
 def tune(index: FaissIndex, store: SqlStore, metric: str, spec: str, target: float,
-         queries: HeldOut | None = None) -> Tuning | None:
+         queries: HeldOut | None = None, rescore_free: bool = False) -> Tuning | None:
     """The smallest search depth of ``index`` that reaches recall@10 ``target`` on held-out
-    queries (see the module's doc); None when the index type has nothing to tune. Reads the
-    store (call it holding the writer lock, never from a search); never searches ``index`` itself."""
+    queries (see the module's doc), and with ``rescore_free`` (the spec fixes no ``rescore``) on
+    an index of compressed codes the smallest rescore R that needs; None when the index type has
+    nothing to tune. Reads the store (call it holding the writer lock, never from a search);
+    never searches ``index`` itself."""
     param = search_param(index)
-    if param is None:
+    rescoring = rescore_free and is_lossy(index.factory) and index.vectors is not None
+    if param is None and not (rescoring and index.trained):
         return None
     queries = queries or held_out(store, metric)
     measured_on = holdout_index(index, store, queries)
-    if search_param(measured_on) != param:  # too few vectors left to train it
+    if search_param(measured_on) != param or not measured_on.trained:  # too few vectors left to train it
         return None
-    steps = candidates(param, index)
-    measured: dict[int, float] = {}
-
-    def recall_at(value: int) -> float:
-        if value not in measured:
-            measured[value] = queries.recall(measured_on, {param: value})
-        return measured[value]
-
+    base = {"rescore": 1} if rescoring else {}  # not the rescore an earlier tuning chose
+    measured: dict[tuple[tuple[str, int], ...], float] = {}
     nq = len(queries.ids)
-    chosen = next((v for v in steps if meets(recall_at(v), target, nq)), None)
-    if chosen is not None and param == "nprobe":  # bisect between the last miss and the hit
-        lo = max((v for v in steps if v < chosen), default=0)
-        hi = chosen
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if meets(recall_at(mid), target, nq) else (mid, hi)
-        chosen = hi
-    met = chosen is not None
-    if chosen is None:
-        chosen = steps[-1]
+
+    def recall_at(options: dict[str, int]) -> float:
+        key = tuple(sorted({**base, **options}.items()))
+        if key not in measured:
+            measured[key] = queries.recall(measured_on, dict(key))
+        return measured[key]
+
+    def smallest(name: str, steps: list[int], fixed: dict[str, int]) -> tuple[int, bool]:
+        """The first of ``steps`` meeting the target (nprobe: bisected below it; efSearch and
+        rescore keep their ladders, whose gaps leave a margin where recall climbs steeply), else
+        the last and False."""
+        hit = next((v for v in steps if meets(recall_at({**fixed, name: v}), target, nq)), None)
+        if hit is None:
+            return steps[-1], False
+        if name == "nprobe":
+            lo, hi = max((v for v in steps if v < hit), default=0), hit
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if meets(recall_at({**fixed, name: mid}), target, nq) else (mid, hi)
+            hit = hi
+        return hit, True
+
+    rescore: int | None = None
+    if param is None:  # codes without a depth (binary, SQ8): the rescore alone
+        param, (value, met) = "rescore", smallest("rescore", list(RESCORE_STEPS), {})
+        chosen = {"rescore": value}
+    else:
+        steps = candidates(param, index)
+        value, met = smallest(param, steps, {})
+        if not met and rescoring:
+            r, met = smallest("rescore", list(RESCORE_STEPS[1:]), {param: steps[-1]})
+            if met:
+                rescore = r
+                value, _ = smallest(param, steps, {"rescore": r})
+        chosen = {param: value, **({"rescore": rescore} if rescore else {})}
+    recall = recall_at(chosen)
+    what = ", ".join(f"{k} {v}" for k, v in chosen.items())
+    if not met:
         log.warning(
-            "%s reaches recall@%d %.3f at %s %d, short of the target %g; "
+            "%s reaches recall@%d %.3f at %s, short of the target %g; "
             "use a larger index (e.g. more HNSW neighbours or IVF lists) or a lower target",
-            index.factory, TUNE_K, recall_at(chosen), param, chosen, target,
+            index.factory, TUNE_K, recall, what, target,
         )
-    log.info("tuned %s: %s %d gives recall@%d %.3f (target %g)", index.factory, param, chosen, TUNE_K,
-             recall_at(chosen), target)
+    log.info("tuned %s: %s gives recall@%d %.3f (target %g)", index.factory, what, TUNE_K, recall, target)
     return Tuning(
-        spec=spec, factory=index.factory, target=target, param=param, value=int(chosen),
-        recall=round(float(recall_at(chosen)), 4), met=met, queries=nq, ntotal=int(index.ntotal),
-        tuned_at=now(),
+        spec=spec, factory=index.factory, target=target, param=param, value=int(value),
+        recall=round(float(recall), 4), met=met, queries=nq, ntotal=int(index.ntotal),
+        tuned_at=now(), rescore=rescore,
     )
 
 
