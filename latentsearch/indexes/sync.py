@@ -12,7 +12,8 @@ and never half-way through a search:
   what a crash left unapplied);
 - :meth:`apply` puts one committed write of this process into the index, and :meth:`submit` does
   the same in a background thread so the next transaction overlaps it;
-- :meth:`save` writes the snapshot atomically; :meth:`rebuild` builds a fresh index;
+- :meth:`save` writes the snapshot atomically; :meth:`rebuild` builds a fresh index (an
+  ``on_disk=true`` spec builds its lists on disk in shards, on Ray inside :meth:`building`);
 - :meth:`tune` measures the search depth that meets the spec's recall target (write path only);
   the result, :attr:`tuning`, is the manifest's to keep and is handed back at construction.
 
@@ -38,6 +39,7 @@ import numpy as np
 
 from .consistency import VERIFY_SAMPLE, differing, not_changed_since, snapshot_differs, vector_sample
 from .faiss_index import FaissIndex, Snapshot
+from .ondisk import build_on_disk, load_any, on_disk_minimum, remove_stale
 from .selection import AUTO_HNSW_BYTES, IndexSpec, choose_auto
 from .tuning import TUNE_MIN_VECTORS, Tuning, exact_tuning, held_out, search_param, tune
 
@@ -84,6 +86,8 @@ class IndexSync:
         self._submitted = 0  # the newest change handed to the index thread
         self._listeners: list[ChangeListener] = []
         self.collection_id: str | None = None  # the store's, read on load; written into snapshots
+        self.shard_cluster: str | None = None  # where on-disk builds run their shards (None: here)
+        self.shards: int | None = None  # how many (None: by size)
 
     # -- cheap state ---------------------------------------------------------------------------
 
@@ -126,14 +130,14 @@ class IndexSync:
             if self._index is None:
                 search = IndexSpec.parse(self.spec).search
                 self.collection_id = self.store.collection_id()
-                loaded = FaissIndex.load(
-                    self.folder / INDEX_FILE, self.folder / INDEX_META, self.dim, self.metric, search
+                loaded = load_any(
+                    self.folder, INDEX_FILE, INDEX_META, self.dim, self.metric, search, self.store.changed_since
                 )
                 refused = self._refused(*loaded) if loaded is not None else (logging.INFO, "no usable snapshot")
                 if refused is not None:
                     level, why = refused
                     log.log(level, "building the index of %s from the store (%s)", self.folder, why)
-                    self._install(*self._build(self.spec))
+                    self._install(*self._build(self.spec, on_open=True))
                 else:
                     index, snap = loaded  # type: ignore[misc]
                     index.search_options = self._options(self.spec, index.factory)
@@ -170,13 +174,27 @@ class IndexSync:
             self.collection_id = collection_id
             self._saved_watermark = -1
 
-    def _build(self, spec: str, factory: str | None = None) -> tuple[FaissIndex, int]:
+    def _build(self, spec: str, factory: str | None = None, on_open: bool = False) -> tuple[FaissIndex, int]:
         """A fresh index of every vector in the store and the change it is complete up to
-        (vectors read after that point may be newer still: replaying their changes is harmless)."""
+        (vectors read after that point may be newer still: replaying their changes is harmless).
+        An on-disk spec rebuilt ``on_open`` over fewer vectors than it trains on is built in
+        memory instead (logged) until a reindex; asked for explicitly, that is an error."""
         parsed = IndexSpec.parse(spec)
         watermark = self.store.max_seq()
         if factory is None:
             factory = self._auto_factory(spec, self.store.count()) if parsed.is_auto else parsed.factory
+        on_disk = parsed.on_disk
+        if on_disk and on_open and self.store.count() < (need := on_disk_minimum(factory, self.dim, self.metric)):
+            log.warning("%s holds fewer than the %d vectors %s trains on: its index stays in memory until "
+                        "`latentsearch reindex --on-disk`", self.folder, need, factory)
+            on_disk = False
+        if on_disk:  # lists too large for memory: built in shards, merged into a file
+            index: FaissIndex = build_on_disk(
+                self.store, self.folder, factory, self.dim, self.metric, self._options(spec, factory), watermark,
+                self.shard_cluster, self.shards,
+            )
+            index.vectors = self.store.vectors
+            return index, watermark
         index = FaissIndex(factory, self.dim, self.metric, self._options(spec, factory))
         index.vectors = self.store.vectors  # rescore=R reads the candidates' stored vectors
         for ids, vectors in self.store.iter_vectors():
@@ -187,6 +205,17 @@ class IndexSync:
         with self._rw.write_lock():
             self._index, self._watermark, self._saved_watermark = index, watermark, -1
             self._notify(None)
+
+    @contextmanager
+    def building(self, cluster: str | None = None, shards: int | None = None) -> Iterator[None]:
+        """Within the block, on-disk builds run their shards as Ray tasks on ``cluster`` (an
+        address, or ``"local"``; None: in this process), ``shards`` of them (None: by size)."""
+        saved = self.shard_cluster, self.shards
+        self.shard_cluster, self.shards = cluster, shards
+        try:
+            yield
+        finally:
+            self.shard_cluster, self.shards = saved
 
     def rebuild(self, spec: str | None = None) -> FaissIndex:
         """Build the index afresh from the stored vectors (``spec``: a new index spec), never
@@ -383,6 +412,10 @@ class IndexSync:
             self._index.save(
                 self.folder / INDEX_FILE, self.folder / INDEX_META, self.spec, watermark, self.collection_id
             )
+            kept = {p.name for p in self._index.disk_files()}
+        if kept:  # an on-disk index: the in-memory snapshot's file is no longer the snapshot
+            (self.folder / INDEX_FILE).unlink(missing_ok=True)
+        remove_stale(self.folder, kept)  # other builds' files, once their process is gone
         self._saved_watermark = watermark
         return True
 
