@@ -308,3 +308,23 @@ def test_a_kill_before_the_swap_leaves_the_old_index_and_the_cli(hashing_collect
     # ... and the bad spec: one line, non-zero exit
     bad = CliRunner().invoke(cli, ["reindex", str(path), "--index", "HNSW32", "--on-disk"])
     assert bad.exit_code != 0 and "needs an IVF spec" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_reader_whose_generation_another_reindex_replaced_keeps_working(hashing_collection, caplog):
+    col = hashing_collection(index="Flat")
+    x = clustered()
+    col.add(x)
+    col.reindex(SPEC, on_disk=True)
+    with Collection.open(col.path) as reader:
+        old = reader.index()
+        before = hits(reader, x[7])
+        col.reindex(SPEC, on_disk=True)  # a new generation; the reader's files are removed
+        assert not old.lists_path.exists() and col.index().lists_path.exists()
+        assert hits(reader, x[7]) == before  # the unlinked mapping still answers
+        added = reader.add(clustered(2, seed=5))
+        with caplog.at_level(logging.WARNING, logger="latentsearch.indexes.ondisk"):
+            reader.flush()
+        assert "replaced by another process's reindex" in caplog.text
+    with Collection.open(col.path) as again:  # the newer generation, completed by the change log
+        assert again.index().generation == col.index().generation
+        assert added[0] in hits(again, clustered(2, seed=5)[0]) and again.index().ntotal == N + 2

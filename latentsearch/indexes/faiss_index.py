@@ -383,7 +383,8 @@ class FaissIndex:
         )
         os.replace(tmp, index_path)
         fsync_dir(index_path.parent)
-        atomic_write_bytes(meta_path, (json.dumps(snap.__dict__, indent=2) + "\n").encode())
+        fields = {k: v for k, v in snap.__dict__.items() if k != "on_disk"}  # index.json as before on_disk existed
+        atomic_write_bytes(meta_path, (json.dumps(fields, indent=2) + "\n").encode())
         return snap
 
     @classmethod

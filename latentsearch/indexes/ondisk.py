@@ -153,7 +153,7 @@ class OnDiskIndex(FaissIndex):
         the kernel's (see :meth:`on_disk_info`)."""
         import faiss
 
-        delta = int(faiss.serialize_index(self.index).nbytes) if self.index.ntotal else 0
+        delta = int(faiss.serialize_index(self.index).nbytes)  # its own copy of the quantiser, too
         return delta + _size(self.base_path) + self._members.nbytes + self._live.nbytes
 
     def on_disk_info(self) -> dict[str, Any]:
@@ -224,16 +224,17 @@ class OnDiskIndex(FaissIndex):
 
     def save(
         self, index_path: Path, meta_path: Path, spec: str, watermark: int, collection_id: str | None = None
-    ) -> Snapshot:
+    ) -> Snapshot | None:
         """Write the delta, then ``index.json`` naming this generation (the commit point), each
         atomically; the lists file is never rewritten (``index_path``, the in-memory snapshot's
-        file, is not written)."""
+        file, is not written). When this generation's files are gone (another process reindexed
+        and removed them; this process still searches its mapping), nothing is written (logged):
+        the snapshot on disk stays the other process's, which the store's change log completes."""
         missing = [p.name for p in self.disk_files()[:3] if not p.exists()]
         if missing:
-            raise InvalidInputError(
-                f"the on-disk index files {', '.join(missing)} of {self.folder} were removed (by another "
-                "process's reindex?); reopen the collection"
-            )
+            log.warning("not saving the on-disk index of %s: its files %s were replaced by another process's "
+                        "reindex", self.folder, ", ".join(missing))
+            return None
         delta_path = self.folder / f"index-{self.generation}.delta-{secrets.token_hex(4)}.faiss"
         from ..distributed.shards import write_index_atomically
 
@@ -472,15 +473,17 @@ def _mismatch(path: Path, size: int | None, digest: str) -> str | None:
     return None
 
 
-def remove_stale(folder: Path, keep: set[str]) -> list[Path]:
-    """Remove on-disk index files and shard folders (``index-<generation>…``) that are not in
-    ``keep`` (names), of generations whose process is gone or is this one; returns what was
-    removed. Call it holding the writer lock, after ``index.json`` was written."""
-    removed = []
+def remove_stale(folder: Path, meta_file: str, keep: set[str]) -> list[Path]:
+    """Remove on-disk index files and shard folders (``index-<generation>…``) that neither
+    ``keep`` (names) nor the snapshot ``folder / meta_file`` names, of generations whose process
+    is gone or is this one; returns what was removed. Call it holding the writer lock, after
+    ``index.json`` was written."""
+    removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:
         return removed
+    keep = keep | committed_files(folder / meta_file)
     kept_generations = {m["pid"] + "-" + m["token"] for name in keep if (m := _GENERATION.fullmatch(name))}
     for entry in entries:
         m = _GENERATION.fullmatch(entry.name)
@@ -497,6 +500,19 @@ def remove_stale(folder: Path, keep: set[str]) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def committed_files(meta_path: Path) -> set[str]:
+    """The on-disk index files the ``index.json`` at ``meta_path`` names (none for an in-memory
+    snapshot, or when it cannot be read)."""
+    try:
+        data = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return set()
+    od = data.get("on_disk") if isinstance(data, dict) else None
+    if not isinstance(od, dict):
+        return set()
+    return {str(od[k]) for k in ("base", "lists", "members", "delta") if isinstance(od.get(k), str)}
 
 
 def mapped_resident_bytes(path: Path) -> int | None:

@@ -409,14 +409,16 @@ class IndexSync:
             return False
         with self._rw.read_lock():  # searches go on; changes wait
             watermark = self._watermark
-            self._index.save(
+            written = self._index.save(
                 self.folder / INDEX_FILE, self.folder / INDEX_META, self.spec, watermark, self.collection_id
             )
             kept = {p.name for p in self._index.disk_files()}
+        self._saved_watermark = watermark
+        if written is None:  # an on-disk index whose files another process's reindex replaced
+            return False
         if kept:  # an on-disk index: the in-memory snapshot's file is no longer the snapshot
             (self.folder / INDEX_FILE).unlink(missing_ok=True)
-        remove_stale(self.folder, kept)  # other builds' files, once their process is gone
-        self._saved_watermark = watermark
+        remove_stale(self.folder, INDEX_META, kept)  # other builds' files, once their process is gone
         return True
 
     # -- checking ------------------------------------------------------------------------------
