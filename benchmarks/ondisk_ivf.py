@@ -1,11 +1,12 @@
 """An IVF index built in memory versus on disk (in-process shards, and Ray tasks): build time,
 recall@10 against exact search at equal nprobe, and the resident memory of a process serving it.
 
-    python benchmarks/ondisk_ivf.py                       # 500,000 × 384, IVF1024,PQ32, nprobe 16
+    python benchmarks/ondisk_ivf.py                       # 1,000,000 × 384, IVF1024,PQ32, nprobe 16
     python benchmarks/ondisk_ivf.py --ray local           # also the shards as Ray tasks
-    python benchmarks/ondisk_ivf.py --n 1000000 --ray auto    # a bigger machine
+    python benchmarks/ondisk_ivf.py --n 10000000 --ray auto   # a bigger machine, a cluster
 
-Synthetic clustered vectors (``--clusters`` Gaussian blobs, cosine) go into one collection of
+Synthetic clustered vectors (``--clusters`` Gaussian blobs in a 32-dimensional space, mapped
+linearly to ``--dim`` dimensions with a little noise; cosine) go into one collection of
 precomputed vectors; the index is then rebuilt from the store as ``--index`` in memory, on disk
 with in-process shards, and (``--ray``) on disk with Ray tasks. Each index is served by a fresh
 process that opens the collection, loads the index and searches ``--queries`` held-out queries
@@ -101,7 +102,7 @@ def mib(n: float | None) -> str:
 
 def main() -> int:
     parser = benchmark_parser(__doc__, "ondisk_ivf")
-    parser.add_argument("--n", type=int, default=500_000, help="stored vectors")
+    parser.add_argument("--n", type=int, default=1_000_000, help="stored vectors")
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--index", default="IVF1024,PQ32", help="an IVF spec")

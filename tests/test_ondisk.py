@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,6 +144,15 @@ def test_a_shard_that_fails_once_in_process_is_retried(filled, tmp_path, monkeyp
     filled.reindex(SPEC, on_disk=True, shards=2)
     assert (tmp_path / "shard-0.failed").exists()
     assert_same_as_twin(filled, queries())
+
+
+def test_ray_missing_is_the_cluster_modules_error(hashing_collection, monkeypatch):
+    col = hashing_collection(index="Flat")
+    col.add(clustered(1500))
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
+    with pytest.raises(InvalidInputError, match=r"needs Ray, which is not installed: pip install"):
+        col.reindex(SPEC, on_disk=True, ray="local")
+    assert col.config.index == "Flat" and not list(col.path.glob("index-*"))
 
 
 def test_too_few_vectors_and_non_ivf_specs_are_clear_errors(hashing_collection):

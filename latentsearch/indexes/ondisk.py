@@ -355,6 +355,7 @@ def build_on_disk(
             f"{factory} needs at least {need:,} stored vectors to train before it can go on disk, and the "
             f"collection holds {n:,}: add vectors first, or use fewer lists (or a smaller PQ)"
         )
+    parts = shard_count(n, address, shards)  # first: joins the Ray cluster (or says Ray is missing)
     ids = store.ids()
     sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(ids, size=min(n, max(need, TRAIN_SAMPLE)), replace=False))
     del ids
@@ -367,7 +368,7 @@ def build_on_disk(
     generation = new_generation()
     staging = folder / f".index-{generation}.shards"
     staging.mkdir()
-    cuts = _aligned(store.id_boundaries(shard_count(n, address, shards)))
+    cuts = _aligned(store.id_boundaries(parts))
     source = StoreAddress.of(store)
     hook = shard_failure()
     tasks = [
