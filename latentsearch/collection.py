@@ -261,7 +261,7 @@ class Collection:
             spec = with_on_disk(spec)
         if (ray is not None or shards is not None) and not IndexSpec.parse(spec).on_disk:
             raise InvalidInputError("ray= and shards= build an on-disk index: give on_disk=True (and an IVF spec)")
-        with self.sync.building(ray, shards):
+        with self.sync.on_disk.using(ray, shards):
             self.writer.reindex(spec)
 
     # -- reading (query/searcher.py) ---------------------------------------------------------------

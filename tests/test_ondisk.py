@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from latentsearch.cli import cli
 from latentsearch.collection import Collection
 from latentsearch.errors import InvalidInputError
-from latentsearch.indexes import ondisk
-from latentsearch.indexes.ondisk import OnDiskIndex, empty_like
+from latentsearch.indexes import ondisk_build
+from latentsearch.indexes.ondisk import OnDiskIndex
+from latentsearch.indexes.ondisk_files import empty_like
 from latentsearch.indexes.selection import IndexSpec, with_on_disk
 from latentsearch.testing_hooks import ONDISK_CRASH, SHARD_FAIL_ONCE
 from latentsearch.vectors import exact_search
@@ -276,7 +277,7 @@ def test_an_exception_before_the_swap_leaves_the_old_index(hashing_collection, m
     def boom(name: str) -> None:
         raise RuntimeError(f"crash at {name}")
 
-    monkeypatch.setattr(ondisk, "crash_point", boom)
+    monkeypatch.setattr(ondisk_build, "crash_point", boom)
     with pytest.raises(RuntimeError, match="before_swap"):
         col.reindex(SPEC, on_disk=True, shards=2)
     assert sorted(p.name for p in col.path.iterdir()) == before  # no new files left behind

@@ -1,7 +1,7 @@
 """Index shard builds: disjoint id ranges of the stored vectors, each added to a copy of one
 trained empty index and written to its own file, in this process or as Ray tasks.
 
-The driver (:func:`latentsearch.indexes.ondisk.build_on_disk`) trains the index once and cuts the
+The driver (:func:`latentsearch.indexes.ondisk_build.build_on_disk`) trains the index once and cuts the
 ids into ranges; :func:`run_shards` builds one :class:`ShardTask` per range. A task opens the store
 itself, read-only (the SQLite file, or the PostgreSQL URL and schema), reads its range with the
 store's keyset scan, adds it to a copy of the trained index and writes the shard atomically (temp

@@ -5,9 +5,9 @@
 quantiser, the table of lists and two bitmaps stay in memory; the codes and ids are read from the
 file through the page cache as searches probe their lists.
 
-**Build** (:func:`build_on_disk`, under the collection's writer lock):
+**Build** (:func:`.ondisk_build.build_on_disk`, under the collection's writer lock):
 
-1. the quantiser (and the PQ/SQ codebooks) is trained once, on :data:`TRAIN_SAMPLE` stored vectors
+1. the quantiser (and the PQ/SQ codebooks) is trained once, on :data:`.ondisk_build.TRAIN_SAMPLE` stored vectors
    drawn with a fixed seed (more when the spec needs more: 39 per list, 39 per PQ centroid);
 2. the ids are cut into disjoint ranges; each range is added to a copy of the trained empty index
    and written to its own shard file (:mod:`latentsearch.distributed.shards`: in this process, or
@@ -19,10 +19,11 @@ file through the page cache as searches probe their lists.
 The generation (``<pid>-<random hex>``) names a new set of files: nothing the previous
 ``index.json`` names is touched, so a crash at any moment of a build leaves the previous index
 working. The new index takes over when :meth:`OnDiskIndex.save` writes ``index.json`` naming its
-generation (one atomic rename); files of other generations are removed by later saves once their
-process is gone (a process may still be searching the mapping).
+generation (one atomic rename); files of other generations are removed by later saves once the
+process that built them is gone or is the saving one (another may still be searching its mapping).
 
-**Serving** (:class:`OnDiskIndex`): the merged index, memory-mapped and read-only (read with
+**Serving** (:class:`OnDiskIndex`): the merged index, memory-mapped and never written (FAISS
+maps the file read-write, so it must be writable by the user; read with
 ``IO_FLAG_ONDISK_SAME_DIR``: the ``.ivfdata`` is looked for beside the ``.faiss`` file, not at the
 absolute path FAISS stored, so a moved collection folder keeps working), plus a small in-memory
 *delta* index of the same trained type. Writes after the build go to the delta; items of the
@@ -41,39 +42,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import secrets
-import shutil
-import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..config import atomic_write_bytes, pid_alive
-from ..errors import InvalidInputError
-from ..testing_hooks import crash_point, shard_failure
-from .factory import _ivf, build_faiss, faiss_metric, training_size
+from ..config import atomic_write_bytes
+from .factory import _ivf, faiss_metric
 from .faiss_index import FaissIndex, Snapshot, file_digest
-
-if TYPE_CHECKING:
-    from ..stores.sql import SqlStore
+from .ondisk_files import _size, empty_like, mapped_resident_bytes, read_base
 
 log = logging.getLogger(__name__)
 
-TRAIN_SAMPLE = 50_000  # vectors the quantiser trains on: what an in-memory build trains on (its first batch)
-TRAIN_SEED = 0
-_GENERATION = re.compile(r"\.?index-(?P<pid>\d+)-(?P<token>[0-9a-f]+)(?:\..*)?")
 ChangedSince = Callable[[int], "tuple[np.ndarray, int]"]
-
-
-def new_generation() -> str:
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
 class OnDiskIndex(FaissIndex):
@@ -308,144 +293,6 @@ class OnDiskIndex(FaissIndex):
         return self, snap
 
 
-def load_any(
-    folder: Path, index_file: str, meta_file: str, dim: int, metric: str, search: dict[str, int],
-    changed_since: ChangedSince,
-) -> tuple[FaissIndex, Snapshot] | None:
-    """The snapshot ``folder / meta_file`` describes: an on-disk index, or the in-memory index
-    in ``index_file``; None when there is none usable."""
-    try:
-        snap = Snapshot(**json.loads((folder / meta_file).read_text()))
-    except (OSError, ValueError, TypeError):
-        snap = None
-    if snap is not None and snap.on_disk is not None:
-        return OnDiskIndex.load_snapshot(folder, snap, dim, metric, search, changed_since)
-    return FaissIndex.load(folder / index_file, folder / meta_file, dim, metric, search)
-
-
-# -- building ------------------------------------------------------------------------------------
-
-
-def build_on_disk(
-    store: SqlStore,
-    folder: Path,
-    factory: str,
-    dim: int,
-    metric: str,
-    search: dict[str, int] | None,
-    watermark: int,
-    address: str | None = None,
-    shards: int | None = None,
-) -> OnDiskIndex:
-    """Build ``factory`` over every stored vector with its lists on disk (see the module): trained
-    once here, added in shards (Ray tasks on the cluster at ``address``, else in this process),
-    merged into new files of a new generation. Nothing is committed: :meth:`OnDiskIndex.save`
-    does that. ``watermark``: the change the store's vectors are complete up to."""
-    import faiss
-
-    from ..distributed.shards import ShardTask, StoreAddress, run_shards, shard_count
-
-    target = build_faiss(factory, dim, metric)
-    if _ivf(target) is None:
-        raise InvalidInputError(f"an on-disk index needs an IVF spec, not {factory!r}")
-    n = store.count()
-    need = max(training_size(target), 1)
-    if n < need:
-        raise InvalidInputError(
-            f"{factory} needs at least {need:,} stored vectors to train before it can go on disk, and the "
-            f"collection holds {n:,}: add vectors first, or use fewer lists (or a smaller PQ)"
-        )
-    parts = shard_count(n, address, shards)  # first: joins the Ray cluster (or says Ray is missing)
-    ids = store.ids()
-    sample = np.sort(np.random.default_rng(TRAIN_SEED).choice(ids, size=min(n, max(need, TRAIN_SAMPLE)), replace=False))
-    del ids
-    _, vectors = store.vectors(sample)
-    log.info("training %s on %d stored vectors", factory, len(vectors))
-    target.train(vectors)
-    del vectors
-    trained = faiss.serialize_index(target)
-
-    generation = new_generation()
-    staging = folder / f".index-{generation}.shards"
-    staging.mkdir()
-    cuts = _aligned(store.id_boundaries(parts))
-    source = StoreAddress.of(store)
-    hook = shard_failure()
-    tasks = [
-        ShardTask(i, lo, hi, str(staging / f"shard-{i:05d}.faiss"), source, hook)
-        for i, (lo, hi) in enumerate(zip(cuts, cuts[1:]))
-    ]
-    files = [folder / f"index-{generation}{suffix}" for suffix in (".faiss", ".ivfdata", ".ids")]
-    base_path, lists_path, members_path = files
-    try:
-        results = run_shards(tasks, trained, address)
-        members = np.zeros((cuts[-1] + 7) // 8, dtype=np.uint8)
-        for r in results:
-            members[r.start // 8 : r.start // 8 + len(r.members)] |= r.members
-        merged = faiss.deserialize_index(trained)
-        with quiet_stdout():  # FAISS prints the file's resizing on stdout
-            from faiss.contrib.ondisk import merge_ondisk
-
-            merge_ondisk(merged, [r.path for r in results], str(lists_path))
-        from ..distributed.shards import write_index_atomically
-
-        write_index_atomically(merged, base_path)
-        del merged  # unmaps the lists, written through the mapping
-        with open(lists_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        atomic_write_bytes(members_path, members.tobytes())
-        crash_point("before_swap")
-        base = read_base(base_path)
-    except BaseException:
-        for path in files:
-            path.unlink(missing_ok=True)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    delta = faiss.deserialize_index(trained)
-    log.info("built %s on disk: %d vectors in %d shards, lists in %s", factory, base.ntotal, len(tasks), lists_path.name)
-    return OnDiskIndex(factory, dim, metric, search, folder, generation, base, delta, members, watermark)
-
-
-def on_disk_minimum(factory: str, dim: int, metric: str) -> int:
-    """The stored vectors an on-disk ``factory`` needs before it can be trained and built."""
-    return max(training_size(build_faiss(factory, dim, metric)), 1)
-
-
-def _aligned(cuts: list[int]) -> list[int]:
-    """Range boundaries rounded down to multiples of 8 (each shard's id bitmap then starts on
-    a byte), duplicates dropped, the last (one past the largest id) kept."""
-    if not cuts:
-        return [0, 8]  # no items: one empty shard
-    inner = sorted({c - c % 8 for c in cuts[:-1]})
-    return inner + [max(cuts[-1], inner[-1] + 1)]
-
-
-# -- files ---------------------------------------------------------------------------------------
-
-
-def read_base(path: Path) -> Any:
-    """The merged index at ``path``, its lists memory-mapped from the ``.ivfdata`` beside it."""
-    import faiss
-
-    with quiet_stdout():  # FAISS prints the lists file's new location on stdout
-        return faiss.read_index(str(path.resolve()), faiss.IO_FLAG_ONDISK_SAME_DIR)
-
-
-def empty_like(base_path: Path) -> Any:
-    """An empty in-memory index of the base's trained type (quantiser and codebooks, no lists)."""
-    import faiss
-
-    index = faiss.read_index(str(base_path), faiss.IO_FLAG_SKIP_IVF_DATA)
-    ivf = _ivf(index)
-    lists = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
-    ivf.own_invlists = False  # the placeholder FAISS read in place of the lists (leaked, a few bytes)
-    ivf.replace_invlists(lists, True)
-    lists.this.disown()  # the index owns it now
-    ivf.ntotal = index.ntotal = 0
-    return index
-
-
 def _read_delta(folder: Path, snap: Snapshot, od: dict[str, Any]) -> tuple[Any, str | None]:
     """The saved delta and its file name, or ``(None, None)`` when missing or not the one
     ``index.json`` records."""
@@ -472,93 +319,6 @@ def _mismatch(path: Path, size: int | None, digest: str) -> str | None:
     if file_digest(path, like=digest) != digest:
         return f"{path.name} is not the file index.json records"
     return None
-
-
-def remove_stale(folder: Path, meta_file: str, keep: set[str]) -> list[Path]:
-    """Remove on-disk index files and shard folders (``index-<generation>…``) that neither
-    ``keep`` (names) nor the snapshot ``folder / meta_file`` names, of generations whose process
-    is gone or is this one; returns what was removed. Call it holding the writer lock, after
-    ``index.json`` was written."""
-    removed: list[Path] = []
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return removed
-    keep = keep | committed_files(folder / meta_file)
-    kept_generations = {m["pid"] + "-" + m["token"] for name in keep if (m := _GENERATION.fullmatch(name))}
-    for entry in entries:
-        m = _GENERATION.fullmatch(entry.name)
-        if m is None or entry.name in keep:
-            continue
-        generation, pid = f"{m['pid']}-{m['token']}", int(m["pid"])
-        if entry.name.endswith(".shards") and generation in kept_generations:
-            continue
-        if pid != os.getpid() and pid_alive(pid):
-            continue  # that process may be building it, or searching its mapping
-        try:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-            removed.append(entry)
-        except OSError:
-            pass
-    return removed
-
-
-def committed_files(meta_path: Path) -> set[str]:
-    """The on-disk index files the ``index.json`` at ``meta_path`` names (none for an in-memory
-    snapshot, or when it cannot be read)."""
-    try:
-        data = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return set()
-    od = data.get("on_disk") if isinstance(data, dict) else None
-    if not isinstance(od, dict):
-        return set()
-    return {str(od[k]) for k in ("base", "lists", "members", "delta") if isinstance(od.get(k), str)}
-
-
-def mapped_resident_bytes(path: Path) -> int | None:
-    """How much of ``path``, memory-mapped by this process, is in RAM now (the ``Rss`` of its
-    mappings in ``/proc/self/smaps``); None where the system does not tell (not Linux)."""
-    target = str(path.resolve())
-    total, inside = 0, False
-    try:
-        with open("/proc/self/smaps") as fh:
-            for line in fh:
-                first = line.split(None, 1)[0]
-                if "-" in first and not first.endswith(":"):  # a mapping's header line
-                    inside = line.rstrip("\n").endswith(target)
-                elif inside and first == "Rss:":
-                    total += int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return total
-
-
-@contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Send what C++ code prints on stdout (file descriptor 1) to stderr for the block: FAISS's
-    on-disk lists print progress there, which would corrupt ``--json`` output."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, ValueError, OSError):
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(fd)
-    try:
-        os.dup2(sys.stderr.fileno() if _has_fileno(sys.stderr) else os.open(os.devnull, os.O_WRONLY), fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-
-
-def _has_fileno(stream: Any) -> bool:
-    try:
-        stream.fileno()
-        return True
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 # -- numbers -------------------------------------------------------------------------------------
@@ -592,8 +352,3 @@ def _empty(nq: int, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     return np.full((nq, k), worst, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64)
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

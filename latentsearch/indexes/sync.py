@@ -12,8 +12,7 @@ and never half-way through a search:
   what a crash left unapplied);
 - :meth:`apply` puts one committed write of this process into the index, and :meth:`submit` does
   the same in a background thread so the next transaction overlaps it;
-- :meth:`save` writes the snapshot atomically; :meth:`rebuild` builds a fresh index (an
-  ``on_disk=true`` spec builds its lists on disk in shards, on Ray inside :meth:`building`);
+- :meth:`save` writes the snapshot atomically; :meth:`rebuild` builds a fresh index;
 - :meth:`tune` measures the search depth that meets the spec's recall target (write path only);
   the result, :attr:`tuning`, is the manifest's to keep and is handed back at construction.
 
@@ -39,7 +38,7 @@ import numpy as np
 
 from .consistency import VERIFY_SAMPLE, differing, not_changed_since, snapshot_differs, vector_sample
 from .faiss_index import FaissIndex, Snapshot
-from .ondisk import build_on_disk, load_any, on_disk_minimum, remove_stale
+from .ondisk_build import OnDiskBuilds, load_any, save_snapshot
 from .selection import AUTO_HNSW_BYTES, IndexSpec, choose_auto
 from .tuning import TUNE_MIN_VECTORS, Tuning, exact_tuning, held_out, search_param, tune
 
@@ -86,8 +85,7 @@ class IndexSync:
         self._submitted = 0  # the newest change handed to the index thread
         self._listeners: list[ChangeListener] = []
         self.collection_id: str | None = None  # the store's, read on load; written into snapshots
-        self.shard_cluster: str | None = None  # where on-disk builds run their shards (None: here)
-        self.shards: int | None = None  # how many (None: by size)
+        self.on_disk = OnDiskBuilds()  # how on-disk specs build their shards (Collection.reindex sets it)
 
     # -- cheap state ---------------------------------------------------------------------------
 
@@ -176,25 +174,15 @@ class IndexSync:
 
     def _build(self, spec: str, factory: str | None = None, on_open: bool = False) -> tuple[FaissIndex, int]:
         """A fresh index of every vector in the store and the change it is complete up to
-        (vectors read after that point may be newer still: replaying their changes is harmless).
-        An on-disk spec rebuilt ``on_open`` over fewer vectors than it trains on is built in
-        memory instead (logged) until a reindex; asked for explicitly, that is an error."""
+        (vectors read after that point may be newer still: replaying their changes is harmless)."""
         parsed = IndexSpec.parse(spec)
         watermark = self.store.max_seq()
         if factory is None:
             factory = self._auto_factory(spec, self.store.count()) if parsed.is_auto else parsed.factory
-        on_disk = parsed.on_disk
-        if on_disk and on_open and self.store.count() < (need := on_disk_minimum(factory, self.dim, self.metric)):
-            log.warning("%s holds fewer than the %d vectors %s trains on: its index stays in memory until "
-                        "`latentsearch reindex --on-disk`", self.folder, need, factory)
-            on_disk = False
-        if on_disk:  # lists too large for memory: built in shards, merged into a file
-            index: FaissIndex = build_on_disk(
-                self.store, self.folder, factory, self.dim, self.metric, self._options(spec, factory), watermark,
-                self.shard_cluster, self.shards,
-            )
-            index.vectors = self.store.vectors
-            return index, watermark
+        if parsed.on_disk:  # the lists in a file, built in shards (None: too few vectors to train on_open)
+            args = (self.store, self.folder, factory, self.dim, self.metric, self._options(spec, factory), watermark)
+            if (built := self.on_disk.build(*args, on_open)) is not None:
+                return built, watermark
         index = FaissIndex(factory, self.dim, self.metric, self._options(spec, factory))
         index.vectors = self.store.vectors  # rescore=R reads the candidates' stored vectors
         for ids, vectors in self.store.iter_vectors():
@@ -205,17 +193,6 @@ class IndexSync:
         with self._rw.write_lock():
             self._index, self._watermark, self._saved_watermark = index, watermark, -1
             self._notify(None)
-
-    @contextmanager
-    def building(self, cluster: str | None = None, shards: int | None = None) -> Iterator[None]:
-        """Within the block, on-disk builds run their shards as Ray tasks on ``cluster`` (an
-        address, or ``"local"``; None: in this process), ``shards`` of them (None: by size)."""
-        saved = self.shard_cluster, self.shards
-        self.shard_cluster, self.shards = cluster, shards
-        try:
-            yield
-        finally:
-            self.shard_cluster, self.shards = saved
 
     def rebuild(self, spec: str | None = None) -> FaissIndex:
         """Build the index afresh from the stored vectors (``spec``: a new index spec), never
@@ -409,16 +386,10 @@ class IndexSync:
             return False
         with self._rw.read_lock():  # searches go on; changes wait
             watermark = self._watermark
-            written = self._index.save(
-                self.folder / INDEX_FILE, self.folder / INDEX_META, self.spec, watermark, self.collection_id
+            save_snapshot(  # an on-disk index writes its delta, not its lists
+                self._index, self.folder, INDEX_FILE, INDEX_META, self.spec, watermark, self.collection_id
             )
-            kept = {p.name for p in self._index.disk_files()}
         self._saved_watermark = watermark
-        if written is None:  # an on-disk index whose files another process's reindex replaced
-            return False
-        if kept:  # an on-disk index: the in-memory snapshot's file is no longer the snapshot
-            (self.folder / INDEX_FILE).unlink(missing_ok=True)
-        remove_stale(self.folder, INDEX_META, kept)  # other builds' files, once their process is gone
         return True
 
     # -- checking ------------------------------------------------------------------------------
