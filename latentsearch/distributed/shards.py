@@ -7,7 +7,7 @@ itself, read-only (the SQLite file, or the PostgreSQL URL and schema), reads its
 store's keyset scan, adds it to a copy of the trained index and writes the shard atomically (temp
 file, fsync, rename): a retried task writes the same file again, so a retry is harmless. With Ray,
 the shard files go to the collection's folder, which every worker must see (one machine, or a
-shared file system).
+shared file system), and latentsearch must be installed on every worker.
 
 Ray is imported inside :func:`run_shards` only; FAISS inside the task.
 """
@@ -40,7 +40,7 @@ MAX_RETRIES = 3  # attempts after the first, for a Ray task and in-process alike
 
 @dataclass(frozen=True)
 class StoreAddress:
-    """Where a task finds the store: enough to open it again in another process."""
+    """Where a task finds the store, read-only: enough to open it again in another process."""
 
     url: str
     dim: int
@@ -49,29 +49,31 @@ class StoreAddress:
 
     @classmethod
     def of(cls, store: SqlStore) -> StoreAddress:
-        return cls(store.url, store.dim, store.dtype.name, store.schema)
-
-    def read_only_url(self) -> str:
-        """The URL opened read-only: SQLite as a ``mode=ro`` URI, PostgreSQL with read-only
-        transactions by default."""
-        from sqlalchemy.engine import make_url
-
-        url = make_url(self.url)
-        if url.get_backend_name() == "sqlite":
-            database = url.database or ""
-            if not database or database == ":memory:" or database.startswith("file:"):
-                return self.url
-            return f"sqlite:///file:{quote(str(Path(database).resolve()))}?mode=ro&uri=true"
-        if url.get_backend_name() == "postgresql":
-            options = url.query.get("options", "")
-            options = f"{options} -c default_transaction_read_only=on".strip()
-            return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
-        return self.url
+        """``store``'s address, read-only, made here (a relative SQLite path is this process's)."""
+        return cls(read_only_url(store.url), store.dim, store.dtype.name, store.schema)
 
     def open_read_only(self) -> SqlStore:
         from ..stores.sql import SqlStore
 
-        return SqlStore(self.read_only_url(), self.dim, self.dtype, self.schema)
+        return SqlStore(self.url, self.dim, self.dtype, self.schema)
+
+
+def read_only_url(text: str) -> str:
+    """``text`` opened read-only: SQLite as a ``mode=ro`` URI of the absolute path, PostgreSQL
+    with read-only transactions by default; other URLs as they are."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(text)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return text
+        return f"sqlite:///file:{quote(str(Path(database).resolve()))}?mode=ro&uri=true"
+    if url.get_backend_name() == "postgresql":
+        options = url.query.get("options", "")
+        options = f"{options} -c default_transaction_read_only=on".strip()
+        return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+    return text
 
 
 @dataclass(frozen=True)

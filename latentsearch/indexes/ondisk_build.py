@@ -136,7 +136,7 @@ def build_on_disk(
     trained = faiss.serialize_index(target)
 
     generation = new_generation()
-    staging = folder / f".index-{generation}.shards"
+    staging = folder.resolve() / f".index-{generation}.shards"  # absolute: Ray workers have their own cwd
     staging.mkdir()
     cuts = _aligned(store.id_boundaries(parts))
     source = StoreAddress.of(store)
