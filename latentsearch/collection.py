@@ -260,7 +260,9 @@ class Collection:
         if on_disk:
             spec = with_on_disk(spec)
         if (ray is not None or shards is not None) and not IndexSpec.parse(spec).on_disk:
-            raise InvalidInputError("ray= and shards= build an on-disk index: give on_disk=True (and an IVF spec)")
+            raise InvalidInputError(
+                "a Ray address and a shard count are for on-disk builds: add --on-disk (on_disk=True) and an IVF spec"
+            )
         with self.sync.on_disk.using(ray, shards):
             self.writer.reindex(spec)
 

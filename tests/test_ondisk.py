@@ -163,7 +163,7 @@ def test_too_few_vectors_and_non_ivf_specs_are_clear_errors(hashing_collection):
         col.reindex(SPEC, on_disk=True)
     with pytest.raises(InvalidInputError, match="needs an IVF"):
         col.reindex("HNSW32", on_disk=True)
-    with pytest.raises(InvalidInputError, match="on_disk=True"):
+    with pytest.raises(InvalidInputError, match="add --on-disk"):
         col.reindex("IVF32,Flat", ray="local")
     assert col.config.index == "Flat" and len(hits(col, clustered(500)[0])) == K
 
@@ -343,3 +343,15 @@ def test_a_reader_whose_generation_another_reindex_replaced_keeps_working(hashin
     with Collection.open(col.path) as again:  # the newer generation, completed by the change log
         assert again.index().generation == col.index().generation
         assert added[0] in hits(again, clustered(2, seed=5)[0]) and again.index().ntotal == N + 2
+
+
+def test_an_on_disk_spec_too_small_to_train_serves_from_memory_until_a_reindex(hashing_collection, caplog):
+    col = hashing_collection(index="IVF32,Flat?on_disk=true")
+    x = clustered(1000)
+    with caplog.at_level(logging.WARNING, logger="latentsearch.indexes.ondisk_build"):
+        col.add(x)
+    assert "stays in memory until" in caplog.text
+    assert not isinstance(col.index(), OnDiskIndex) and hits(col, x[3])[0] == 4
+    col.add(clustered(1000, seed=2))
+    col.reindex()  # the manifest's spec, now with enough vectors to train
+    assert isinstance(col.index(), OnDiskIndex) and col.index().ntotal == 2000 and hits(col, x[3])[0] == 4
