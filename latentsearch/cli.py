@@ -322,7 +322,7 @@ def info(collection: Path, as_json: bool) -> None:
         click.echo(f"{key.replace('_', ' '):<{width}}  {value}")
 
 
-OPTIONAL_INFO = ("recall_target", "index_tuning", "rescore")
+OPTIONAL_INFO = ("recall_target", "index_tuning", "rescore", "index_lists_resident_bytes")
 
 
 @cli.command()
@@ -352,17 +352,24 @@ def delete(collection: Path, ids: tuple[int, ...], keys: tuple[str, ...]) -> Non
 @cli.command()
 @collection_argument
 @click.option("--index", "index_spec", required=True, help="New FAISS index spec, e.g. HNSW32 or IVF1024,Flat.")
-def reindex(collection: Path, index_spec: str) -> None:
+@click.option("--on-disk", is_flag=True,
+              help="Keep the IVF lists in a memory-mapped file beside the snapshot (indexes larger than RAM).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Build the --on-disk shards as Ray tasks: 'local', 'auto' or a cluster address.")
+@click.option("--shards", type=click.IntRange(min=1), default=None,
+              help="Shards of an --on-disk build [default: one per 200,000 vectors, with Ray at least one per CPU].")
+def reindex(collection: Path, index_spec: str, on_disk: bool, ray_address: str | None, shards: int | None) -> None:
     """Rebuild COLLECTION's index from its stored vectors (no re-encoding).
 
     \b
     Example:
       latentsearch reindex papers --index HNSW32
+      latentsearch reindex papers --index 'IVF1024,PQ32' --on-disk --ray auto
     """
     from .collection import Collection
 
     with Collection.open(collection) as col:
-        col.reindex(index_spec)
+        col.reindex(index_spec, on_disk=on_disk, ray=ray_address, shards=shards)
         index = col.index()
         click.echo(f"rebuilt the index as {index.describe()} over {index.ntotal} vectors")
 

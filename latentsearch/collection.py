@@ -24,7 +24,7 @@ from .errors import CollectionNotFoundError, EncoderMismatchError, InvalidInputE
 from .identity import STORE_FILE, build, check_free, check_store, new_collection_id, schema_name
 from .indexes.consistency import VERIFY_SAMPLE
 from .indexes.faiss_index import FaissIndex
-from .indexes.selection import IndexSpec
+from .indexes.selection import IndexSpec, with_on_disk
 from .indexes.sync import INDEX_FILE, INDEX_META, IndexSync
 from .ingest.writer import Writer
 from .query.searcher import Searcher
@@ -246,9 +246,25 @@ class Collection:
     delete = _forward("writer", Writer.delete)
     reembed = _forward("writer", Writer.reembed)
 
-    def reindex(self, index: str | None = None) -> None:
-        """Rebuild the index from the stored vectors (with a new spec when given), never re-encoding."""
-        self.writer.reindex(index)
+    def reindex(
+        self, index: str | None = None, on_disk: bool = False, ray: str | None = None, shards: int | None = None
+    ) -> None:
+        """Rebuild the index from the stored vectors (with a new spec when given), never re-encoding.
+
+        ``on_disk=True`` (an IVF spec; the same as ``?on_disk=true`` in the spec) keeps the
+        inverted lists in a memory-mapped file beside the snapshot, for indexes larger than RAM:
+        trained once here, built in ``shards`` (by size when None) as Ray tasks on the cluster at
+        ``ray`` (``"local"``, ``"auto"`` or an address; None: one after another in this process),
+        then merged (see :mod:`latentsearch.indexes.ondisk`)."""
+        spec = index or self.config.index
+        if on_disk:
+            spec = with_on_disk(spec)
+        if (ray is not None or shards is not None) and not IndexSpec.parse(spec).on_disk:
+            raise InvalidInputError(
+                "a Ray address and a shard count are for on-disk builds: add --on-disk (on_disk=True) and an IVF spec"
+            )
+        with self.sync.on_disk.using(ray, shards):
+            self.writer.reindex(spec)
 
     # -- reading (query/searcher.py) ---------------------------------------------------------------
 
@@ -276,7 +292,7 @@ class Collection:
     def info(self) -> dict[str, Any]:
         """What ``latentsearch info`` prints (loads the index)."""
         index = self.index()
-        files = [self.path / n for n in (INDEX_FILE, INDEX_META, "latentsearch.json")]
+        files = [self.path / n for n in (INDEX_FILE, INDEX_META, "latentsearch.json")] + index.disk_files()
         return {
             "path": str(self.path),
             "encoder": self.config.encoder,
@@ -293,6 +309,7 @@ class Collection:
             "store_bytes": self.store.size_bytes(),
             "index_bytes": sum(p.stat().st_size for p in files if p.exists()),  # the snapshot files on disk
             "index_ram_bytes": index.memory_bytes(),  # the index in memory (codes, graph, id map)
+            **index.on_disk_info(),  # lists on disk: the file's size and how much of it is in RAM now
             "rescore": index.rescore,
             "vector_dtype": self.config.vector_dtype,
             "created_by": self.config.created_by,

@@ -61,11 +61,48 @@ def kill_worker_once(setting: str | None, batches: int) -> None:
     if not setting:
         return
     path, _, n = setting.rpartition(":")
-    if batches < int(n):
-        return
+    if batches >= int(n) and _first_time(path):
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def _first_time(marker: str) -> bool:
+    """True for the first caller anywhere (any process) to ask with this ``marker`` file path:
+    it creates the file; later callers find it."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
+        return False
+    return True
+
+
+# -- on-disk index builds (latentsearch.distributed.shards, latentsearch.indexes.ondisk) -------------
+
+SHARD_FAIL_ONCE = "LATENTSEARCH_TEST_SHARD_FAIL_ONCE"
+ONDISK_CRASH = "LATENTSEARCH_TEST_ONDISK_CRASH"
+
+
+def shard_failure() -> str | None:
+    """``LATENTSEARCH_TEST_SHARD_FAIL_ONCE=MODE:DIR`` (MODE ``raise`` or ``exit``), read on the
+    driver and handed to the shard tasks (Ray workers started earlier do not see the driver's
+    environment): the first attempt at shard 0 then fails, and a retry succeeds."""
+    return os.environ.get(SHARD_FAIL_ONCE) or None
+
+
+def fail_shard_once(hook: str | None, shard: int) -> None:
+    """In a shard task: fail (raise, or end the worker process) the first time shard 0 runs
+    under ``hook`` (see :func:`shard_failure`); a marker file in DIR remembers the attempt."""
+    if not hook or shard != 0:
         return
-    os.close(fd)
-    os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+    mode, _, folder = hook.partition(":")
+    if not _first_time(os.path.join(folder, f"shard-{shard}.failed")):
+        return  # failed once already: this is the retry
+    if mode == "exit":
+        os._exit(1)
+    raise RuntimeError(f"{SHARD_FAIL_ONCE}: shard {shard} fails on its first attempt")
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process at the named point of an on-disk build when
+    ``LATENTSEARCH_TEST_ONDISK_CRASH=name`` (``before_swap``: every file written, none committed)."""
+    if os.environ.get(ONDISK_CRASH) == name:
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))

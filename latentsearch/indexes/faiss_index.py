@@ -74,6 +74,7 @@ class Snapshot:
     file_bytes: int
     file_digest: str
     collection_id: str | None = None  # the collection whose store it was built from (None: older versions)
+    on_disk: dict[str, Any] | None = None  # an on-disk index's files and build (see ondisk.py); None: index.faiss
 
 
 class FaissIndex:
@@ -154,6 +155,14 @@ class FaissIndex:
 
         self._write(faiss.PyCallbackIOWriter(count))
         return counted[0]
+
+    def disk_files(self) -> list[Path]:
+        """Files of this index's snapshot beyond ``index.faiss`` (an on-disk index's lists)."""
+        return []
+
+    def on_disk_info(self) -> dict[str, Any]:
+        """What ``latentsearch info`` adds for an index whose lists are on disk (nothing here)."""
+        return {}
 
     def _write(self, target: Any) -> None:
         import faiss
@@ -299,17 +308,21 @@ class FaissIndex:
         xq = self._check(xq)
         if k <= 0:
             raise InvalidInputError(f"k must be positive, got {k}")
-        if not self.index.ntotal:
+        if not self._stored():
             return (
                 np.full((len(xq), k), np.nan, dtype=np.float32),
                 np.full((len(xq), k), -1, dtype=np.int64),
             )
         factor = int((self.search_options if options is None else options).get("rescore", 1))
         if factor > 1 and self.vectors is not None:
-            depth = min(k * factor, max(int(self.index.ntotal), k))
+            depth = min(k * factor, max(self._stored(), k))
             _, I = self._search(xq, depth, selector, options)
             return rescore(xq, I, k, self.vectors, self.metric)
         return self._search(xq, k, selector, options)
+
+    def _stored(self) -> int:
+        """Vectors the FAISS index holds, dead ones included."""
+        return int(self.index.ntotal)
 
     def _search(
         self, xq: np.ndarray, k: int, selector: Any = None, options: dict[str, int] | None = None
@@ -370,7 +383,8 @@ class FaissIndex:
         )
         os.replace(tmp, index_path)
         fsync_dir(index_path.parent)
-        atomic_write_bytes(meta_path, (json.dumps(snap.__dict__, indent=2) + "\n").encode())
+        fields = {k: v for k, v in snap.__dict__.items() if k != "on_disk"}  # index.json as before on_disk existed
+        atomic_write_bytes(meta_path, (json.dumps(fields, indent=2) + "\n").encode())
         return snap
 
     @classmethod
@@ -380,6 +394,8 @@ class FaissIndex:
         """The saved index and its snapshot record, or None when absent or inconsistent."""
         try:
             snap = Snapshot(**json.loads(meta_path.read_text()))
+            if snap.on_disk is not None:
+                return None  # ondisk.OnDiskIndex reads those
             if (
                 index_path.stat().st_size != snap.file_bytes
                 or file_digest(index_path, like=snap.file_digest) != snap.file_digest

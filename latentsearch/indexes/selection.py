@@ -13,7 +13,9 @@ from ..errors import InvalidInputError, UnknownSpecError, unknown_name
 
 SEARCH_OPTIONS = ("nprobe", "efSearch")
 # rescore=R: ask the index for R x k candidates and re-rank them by their stored float vectors
-SPEC_OPTIONS = (*SEARCH_OPTIONS, "rescore", "recall")  # recall=R: tune efSearch/nprobe to recall@10 >= R (tuning.py)
+# recall=R: tune efSearch/nprobe to recall@10 >= R (tuning.py); on_disk=true: IVF lists in a
+# memory-mapped file beside the snapshot, built in shards (ondisk.py)
+SPEC_OPTIONS = (*SEARCH_OPTIONS, "rescore", "recall", "on_disk")
 MAX_RESCORE = 100  # candidates per result: beyond this an exact search reads less
 DEFAULT_AUTO_RECALL = 0.95  # the recall target of ``auto`` without one of its own
 # FAISS builds HNSW graphs with a candidate list of 40; 80 costs ~1.4x the build time and gives a
@@ -42,11 +44,15 @@ class IndexSpec:
     ``HNSW32?recall=0.95``: the writes that build or double the index tune efSearch (nprobe for
     IVF) to the smallest value that reaches recall@10 0.95 (see :mod:`.tuning`); an explicit
     ``efSearch``/``nprobe`` fixes the value instead, and giving both is an error.
+    ``IVF1024,PQ32?on_disk=true``: the inverted lists live in a memory-mapped file beside the
+    snapshot (:mod:`.ondisk`); IVF specs only, and not with ``recall=`` (tuning builds a second
+    copy of the index in memory).
     """
 
     factory: str
     search: dict[str, int] = field(default_factory=dict)
     recall: float | None = None
+    on_disk: bool = False
 
     @classmethod
     def parse(cls, text: str) -> IndexSpec:
@@ -56,10 +62,14 @@ class IndexSpec:
             raise InvalidInputError("an empty index spec; use e.g. Flat, HNSW32, IVF1024,Flat or auto")
         search: dict[str, int] = {}
         recall: float | None = None
+        on_disk = False
         for part in filter(None, query.split("&")):
             key, _, value = part.partition("=")
             if key not in SPEC_OPTIONS:
                 raise unknown_name("index search option", key, SPEC_OPTIONS)
+            if key == "on_disk":
+                on_disk = _flag(key, value)
+                continue
             if key == "recall":
                 recall = _recall(value)
                 continue
@@ -87,7 +97,9 @@ class IndexSpec:
             factory = "auto"
         elif factory.lower() == "binary" or factory.lower().startswith("binary,"):
             factory = "binary" + factory[len("binary"):]
-        return cls(factory=factory, search=search, recall=recall)
+        if on_disk:
+            check_on_disk(factory, recall)
+        return cls(factory=factory, search=search, recall=recall, on_disk=on_disk)
 
     @property
     def is_auto(self) -> bool:
@@ -115,6 +127,7 @@ class IndexSpec:
     def __str__(self) -> str:
         options = [f"{k}={v}" for k, v in sorted(self.search.items())]
         options += [f"recall={self.recall!r}"] if self.recall is not None else []
+        options += ["on_disk=true"] if self.on_disk else []
         return self.factory + (f"?{'&'.join(options)}" if options else "")
 
 
@@ -135,6 +148,49 @@ def search_overrides(params: Mapping[str, Any] | str | None) -> dict[str, int]:
             "recall= is a target the index is tuned to when it is built; a query gives efSearch=, nprobe= or rescore="
         )
     return parsed.search
+
+
+def with_on_disk(spec: str) -> str:
+    """``spec`` with ``on_disk=true`` (checked: an IVF spec without ``recall=``)."""
+    parsed = IndexSpec.parse(spec)
+    if not parsed.on_disk:
+        check_on_disk(parsed.factory, parsed.recall)
+    return str(IndexSpec(parsed.factory, parsed.search, parsed.recall, on_disk=True))
+
+
+def check_on_disk(factory: str, recall: float | None) -> None:
+    """Refuse ``on_disk=true`` where it cannot work: only an IVF index has inverted lists to put
+    on disk, fast-scan PQ keeps them in blocks FAISS cannot memory-map, and tuning a recall
+    target builds a second, in-memory copy of the index."""
+    shown = factory if len(factory) <= 60 else factory[:57] + "…"
+    parts = split_parts(factory) if factory not in ("auto",) and not is_binary(factory) else []
+    if not any(_IVF.fullmatch(p) for p in parts):
+        raise InvalidInputError(
+            f"an on-disk index needs an IVF spec, and {shown!r} is not one: only the inverted lists of an "
+            "IVF index go to disk; use e.g. IVF1024,PQ32 or IVF4096,SQ8"
+        )
+    fast = [p for p in parts if (m := _PQ.fullmatch(p)) and m[3]]
+    if fast:
+        raise InvalidInputError(
+            f"index spec {shown!r}: fast-scan PQ ({fast[0]}) cannot be memory-mapped from disk; use e.g. "
+            f"{fast[0].split('x')[0]} (8-bit codes) for an on-disk index"
+        )
+    if recall is not None:
+        raise InvalidInputError(
+            f"index spec {shown!r}: recall= cannot be tuned for an on-disk index (the tuning builds a second "
+            "copy in memory); give nprobe= instead"
+        )
+
+
+def _flag(key: str, value: str) -> bool:
+    """A boolean spec option: true/false, 1/0, yes/no."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    shown = value if len(value) <= 32 else value[:29] + "…"
+    raise InvalidInputError(f"index option {key}={shown!r} must be true or false")
 
 
 def _recall(value: str) -> float:

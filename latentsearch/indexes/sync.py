@@ -5,11 +5,9 @@ sequence number, the *watermark*. Everything that changes the index happens here
 readers–writer lock, so any number of threads may search while writes are applied one at a time
 and never half-way through a search:
 
-- :meth:`load` reads the snapshot (``index.faiss`` + ``index.json``) or rebuilds from the store
-  (also when the snapshot belongs to another collection, or a sample of its vectors is not the
-  store's);
-- :meth:`catch_up` applies the store's changes after the watermark (other processes' writes, or
-  what a crash left unapplied);
+- :meth:`load` reads the snapshot or rebuilds from the store (also when the snapshot belongs to
+  another collection, or a sample of its vectors is not the store's); :meth:`catch_up` applies
+  the store's changes after the watermark (other processes' writes, what a crash left unapplied);
 - :meth:`apply` puts one committed write of this process into the index, and :meth:`submit` does
   the same in a background thread so the next transaction overlaps it;
 - :meth:`save` writes the snapshot atomically; :meth:`rebuild` builds a fresh index;
@@ -38,8 +36,9 @@ import numpy as np
 
 from .consistency import VERIFY_SAMPLE, differing, not_changed_since, snapshot_differs, vector_sample
 from .faiss_index import FaissIndex, Snapshot
-from .selection import AUTO_HNSW_BYTES, IndexSpec, choose_auto, is_lossy
-from .tuning import TUNE_MIN_VECTORS, Tuning, exact_tuning, held_out, search_param, tune
+from .ondisk_build import OnDiskBuilds, load_any, save_snapshot
+from .selection import AUTO_HNSW_BYTES, IndexSpec, choose_auto
+from .tuning import TUNE_MIN_VECTORS, Tuning, exact_tuning, held_out, rescore_tunable, search_param, tune
 
 if TYPE_CHECKING:
     from ..stores.sql import SqlStore
@@ -84,6 +83,7 @@ class IndexSync:
         self._submitted = 0  # the newest change handed to the index thread
         self._listeners: list[ChangeListener] = []
         self.collection_id: str | None = None  # the store's, read on load; written into snapshots
+        self.on_disk = OnDiskBuilds()  # how on-disk specs build their shards (Collection.reindex sets it)
 
     # -- cheap state ---------------------------------------------------------------------------
 
@@ -126,14 +126,14 @@ class IndexSync:
             if self._index is None:
                 search = IndexSpec.parse(self.spec).search
                 self.collection_id = self.store.collection_id()
-                loaded = FaissIndex.load(
-                    self.folder / INDEX_FILE, self.folder / INDEX_META, self.dim, self.metric, search
+                loaded = load_any(
+                    self.folder, INDEX_FILE, INDEX_META, self.dim, self.metric, search, self.store.changed_since
                 )
                 refused = self._refused(*loaded) if loaded is not None else (logging.INFO, "no usable snapshot")
                 if refused is not None:
                     level, why = refused
                     log.log(level, "building the index of %s from the store (%s)", self.folder, why)
-                    self._install(*self._build(self.spec))
+                    self._install(*self._build(self.spec, on_open=True))
                 else:
                     index, snap = loaded  # type: ignore[misc]
                     index.search_options = self._options(self.spec, index.factory)
@@ -170,13 +170,17 @@ class IndexSync:
             self.collection_id = collection_id
             self._saved_watermark = -1
 
-    def _build(self, spec: str, factory: str | None = None) -> tuple[FaissIndex, int]:
+    def _build(self, spec: str, factory: str | None = None, on_open: bool = False) -> tuple[FaissIndex, int]:
         """A fresh index of every vector in the store and the change it is complete up to
         (vectors read after that point may be newer still: replaying their changes is harmless)."""
         parsed = IndexSpec.parse(spec)
         watermark = self.store.max_seq()
         if factory is None:
             factory = self._auto_factory(spec, self.store.count()) if parsed.is_auto else parsed.factory
+        if parsed.on_disk:  # the lists in a file, built in shards (None: too few vectors to train on_open)
+            args = (self.store, self.folder, factory, self.dim, self.metric, self._options(spec, factory), watermark)
+            if (built := self.on_disk.build(*args, on_open)) is not None:
+                return built, watermark
         index = FaissIndex(factory, self.dim, self.metric, self._options(spec, factory))
         index.vectors = self.store.vectors  # rescore=R reads the candidates' stored vectors
         for ids, vectors in self.store.iter_vectors():
@@ -246,8 +250,8 @@ class IndexSync:
         if target is None or (t is not None and (t.spec != self.spec or t.factory != index.factory)):
             self.tuning = t = None  # about another spec or an index this one replaced
         rescore_free = "rescore" not in parsed.search
-        tunable = search_param(index) is not None or (rescore_free and is_lossy(index.factory) and index.trained)
-        if target is None or not tunable or index.ntotal < TUNE_MIN_VECTORS:
+        depth_or_rescore = search_param(index) is not None or rescore_tunable(index, rescore_free)
+        if target is None or index.ntotal < TUNE_MIN_VECTORS or not depth_or_rescore:
             return self.tuning
         if not force and t is not None and t.spec == self.spec and t.factory == index.factory and not t.due(index.ntotal):
             return t
@@ -264,8 +268,8 @@ class IndexSync:
             return self.tuning
         self.tuning = found
         with self._rw.write_lock():
-            kept = {k: v for k, v in index.search_options.items() if k != "rescore" or not rescore_free}
-            index.search_options = {**kept, **found.options}
+            kept = {k: v for k, v in index.search_options.items() if not (rescore_free and k == "rescore")}
+            index.search_options = {**kept, **found.options}  # not an earlier tuning's rescore
         return found
 
     # -- keeping up with the store -------------------------------------------------------------
@@ -383,8 +387,8 @@ class IndexSync:
             return False
         with self._rw.read_lock():  # searches go on; changes wait
             watermark = self._watermark
-            self._index.save(
-                self.folder / INDEX_FILE, self.folder / INDEX_META, self.spec, watermark, self.collection_id
+            save_snapshot(  # an on-disk index writes its delta, not its lists
+                self._index, self.folder, INDEX_FILE, INDEX_META, self.spec, watermark, self.collection_id
             )
         self._saved_watermark = watermark
         return True

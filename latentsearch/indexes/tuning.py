@@ -125,6 +125,12 @@ def search_param(index: FaissIndex) -> str | None:
     return "efSearch" if isinstance(faiss.downcast_index(inner), faiss.IndexHNSW) else None
 
 
+def rescore_tunable(index: FaissIndex, rescore_free: bool) -> bool:
+    """Whether a recall target tunes the rescore of ``index``: its spec fixes none
+    (``rescore_free``) and it keeps compressed codes, trained, with stored vectors to rescore by."""
+    return rescore_free and is_lossy(index.factory) and index.trained and index.vectors is not None
+
+
 def candidates(param: str, index: FaissIndex) -> list[int]:
     """The depths to try, shallowest first: HNSW 16, 24, 32, 48, … ; IVF 1, 2, 4, … nlist."""
     from .faiss_index import _ivf
@@ -199,8 +205,8 @@ def tune(index: FaissIndex, store: SqlStore, metric: str, spec: str, target: flo
     nothing to tune. Reads the store (call it holding the writer lock, never from a search);
     never searches ``index`` itself."""
     param = search_param(index)
-    rescoring = rescore_free and is_lossy(index.factory) and index.vectors is not None
-    if param is None and not (rescoring and index.trained):
+    rescoring = rescore_tunable(index, rescore_free)
+    if param is None and not rescoring:
         return None
     queries = queries or held_out(store, metric)
     measured_on = holdout_index(index, store, queries)

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, true
 from sqlalchemy.orm import Session
 
 from ..types import Item
@@ -153,17 +153,43 @@ class ReadMethods:
             last = rows[-1].id
             yield [Item(r.id, r.key, r.source, r.modality, r.text, r.meta or {}, r.document) for r in rows]
 
-    def iter_vectors(self, batch_size: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every ``(ids, vectors)`` in id order, in batches (keyset pagination, bounded memory)."""
-        last = -1
+    def iter_vectors(
+        self, batch_size: int = 50_000, start: int | None = None, stop: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every ``(ids, vectors)`` in id order, in batches (keyset pagination, bounded memory);
+        ``start``/``stop``: only the ids in ``[start, stop)`` (one shard of an index build)."""
+        last = -1 if start is None else int(start) - 1
+        bound = ItemRow.id < int(stop) if stop is not None else true()
         while True:
             with Session(self.engine) as session:
-                stmt = select(ItemRow.id, ItemRow.vector).where(ItemRow.id > last).order_by(ItemRow.id).limit(batch_size)
+                stmt = (
+                    select(ItemRow.id, ItemRow.vector)
+                    .where(ItemRow.id > last, bound)
+                    .order_by(ItemRow.id)
+                    .limit(batch_size)
+                )
                 rows = session.execute(stmt).all()
             if not rows:
                 return
             last = rows[-1][0]
             yield np.array([r[0] for r in rows], dtype=np.int64), self._matrix([r[1] for r in rows])
+
+    def id_boundaries(self, parts: int) -> list[int]:
+        """``parts + 1`` ids that cut the items into ``parts`` ranges ``[b[i], b[i+1])`` of about
+        equal count, in id order: the first is the smallest id, the last one past the largest
+        (fewer ranges when there are fewer items; ``[]`` when there are none). One indexed
+        ``OFFSET`` query per cut, no id list in memory."""
+        n = self.count()
+        if not n:
+            return []
+        parts = max(1, min(int(parts), n))
+        cuts = []
+        with Session(self.engine) as session:
+            for offset in [i * n // parts for i in range(parts)]:
+                stmt = select(ItemRow.id).order_by(ItemRow.id).offset(offset).limit(1)
+                cuts.append(int(session.scalar(stmt)))  # type: ignore[arg-type]
+            cuts.append(int(session.scalar(select(func.max(ItemRow.id)))) + 1)  # type: ignore[arg-type]
+        return sorted(set(cuts))
 
     def changed_since(self, seq: int) -> tuple[np.ndarray, int]:
         """Ids touched by changes after ``seq`` (each once) and the newest sequence number."""
