@@ -232,8 +232,6 @@ class IndexSync:
             return {**parsed.search, **t.options}
         return dict(parsed.search)
 
-    # -- recall targets (write path) -------------------------------------------------------------
-
     def tune(self, force: bool = False) -> Tuning | None:
         """Tune the index to its spec's recall target when it is due: never tuned for this spec
         and index type, or :data:`~.tuning.RETUNE_GROWTH` times larger since (``force``: now).
