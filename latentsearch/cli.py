@@ -281,7 +281,7 @@ def search(
     target = server_target(collection, server)
     options: dict[str, Any] = {"k": k, "group_by": "document" if documents else None, "where": where, "mode": mode}
     if params:
-        from .indexes.selection import search_overrides
+        from .indexes.overrides import search_overrides
 
         options["params"] = search_overrides(params)  # a bad option fails before anything loads
     if target is not None:

@@ -16,7 +16,7 @@ from PIL import Image
 from latentsearch import media
 from latentsearch.encoders.hashing import HashingEncoder
 from latentsearch.errors import error_reason
-from latentsearch.ingest import pipeline
+from latentsearch.ingest import pipeline, prepare
 from latentsearch.ingest.records import Record
 from latentsearch.media import MAX_IMAGE_SIDE, DecodeBudget, UnreadableImageError, open_image
 
@@ -108,7 +108,7 @@ def test_a_failure_after_decoding_names_its_reason(tmp_path: Path, error, reason
     def preprocess(image):
         raise error
 
-    record, _, why = pipeline._load(Record(image_path=path), preprocess)
+    record, _, why = prepare._load(Record(image_path=path), preprocess)
     assert why == reason and record.image is None
     assert error_reason(error).strip()
 
@@ -140,7 +140,7 @@ def test_at_most_one_image_larger_than_the_budget_is_decoded_at_once(
     monkeypatch.setattr(media, "_decode", decode)
     report = hashing_collection().index_paths([folder])
     assert (report.added, report.skipped) == (6, [])
-    assert most[0] == 1 and pipeline.READ_THREADS > 1
+    assert most[0] == 1 and prepare.READ_THREADS > 1
     assert max(max(size) for size in encoded_sizes) == MAX_IMAGE_SIDE
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import latentsearch
 from latentsearch.cli import cli
 from latentsearch.errors import LatentSearchError
-from latentsearch.indexes.selection import search_overrides
+from latentsearch.indexes.overrides import search_overrides
 from latentsearch.vectors import knn
 
 N, DIM, K = 4000, 32, 10

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import InvalidInputError, UnknownSpecError, unknown_name
 
@@ -129,25 +127,6 @@ class IndexSpec:
         options += [f"recall={self.recall!r}"] if self.recall is not None else []
         options += ["on_disk=true"] if self.on_disk else []
         return self.factory + (f"?{'&'.join(options)}" if options else "")
-
-
-def search_overrides(params: Mapping[str, Any] | str | None) -> dict[str, int]:
-    """Per-query search options (``efSearch``, ``nprobe``, ``rescore``) from a mapping or a
-    query string (``"efSearch=256&rescore=4"``), checked as an index spec's are."""
-    if not params:
-        return {}
-    if isinstance(params, str):
-        query = params.lstrip("?")
-    elif isinstance(params, Mapping):
-        query = "&".join(f"{k}={v}" for k, v in params.items())
-    else:
-        raise InvalidInputError(f"search params must be a mapping such as {{'efSearch': 256}}, not {type(params).__name__}")
-    parsed = IndexSpec.parse(f"Flat?{query}")
-    if parsed.recall is not None:
-        raise InvalidInputError(
-            "recall= is a target the index is tuned to when it is built; a query gives efSearch=, nprobe= or rescore="
-        )
-    return parsed.search
 
 
 def with_on_disk(spec: str) -> str:

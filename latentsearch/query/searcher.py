@@ -21,7 +21,7 @@ import numpy as np
 from ..encoders.lazy import LazyEncoder
 from ..errors import InvalidInputError
 from ..indexes.faiss_index import FaissIndex
-from ..indexes.selection import search_overrides
+from ..indexes.overrides import search_overrides
 from ..indexes.sync import IndexSync
 from ..stores.diagnose import explain_no_match
 from ..stores.filters import check_where

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import InvalidInputError, LatentSearchError
-from ..indexes.selection import search_overrides
+from ..indexes.overrides import search_overrides
 from ..types import Cluster, Deleted, Hit, Item
 from .errors import ServiceUnavailableError, make_error
 
