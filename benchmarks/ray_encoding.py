@@ -7,7 +7,7 @@
 Each row indexes the first --docs SciFact documents (title + text, one JSONL file) into a fresh
 collection (Flat index, SQLite): ``local`` is ``index_paths`` in one process, ``ray N`` the same
 with ``engine="ray", actors=N`` (the driver writes, N actors read and encode). Reported: wall time,
-documents/s, the ratio to the local run, and the seconds until the first batch was committed (for
+documents/s (inputs; long documents become several passages, all added), the ratio to the local run, and the seconds until the first batch was committed (for
 Ray: the pool's start-up, each actor loading its model). The cluster's own start is timed apart.
 The collections must come out equal: the same keys, vectors within float rounding (checked).
 Writes benchmarks/results/ray_encoding.json.
@@ -43,7 +43,7 @@ def run(folder: Path, corpus: Path, encoder: str, batch_size: int, actors: int |
     engine = {"engine": "ray", "actors": actors} if actors else {}
     report = col.index_paths([corpus], batch_size=batch_size, progress=progress, **engine)
     seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 2), "docs_per_second": round(report.added / seconds, 1),
+    return {"seconds": round(seconds, 2), "docs_per_second": round(report.inputs / seconds, 1),
             "first_batch_seconds": round(first[0], 2), "added": report.added}, col
 
 

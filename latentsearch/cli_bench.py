@@ -137,6 +137,8 @@ def ann(
         report.plot_ann(points, plot_path, title)
     if not to_stdout:
         report.print_table(report.ann_table(points, title))
+        for line in report.tuned_lines(points):
+            click.echo(line)
 
 
 @bench.command("quality")

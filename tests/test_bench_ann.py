@@ -23,7 +23,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SPECS = ("Flat", "HNSW8?efSearch=1,4,16,64", "IVF32,Flat?nprobe=1,2,4,8,32")
 POINT_KEYS = {
     "index", "spec", "search", "recall", "qps", "latency_ms", "build_seconds", "index_bytes",
-    "peak_memory_bytes", "ntotal",
+    "peak_memory_bytes", "ntotal", "target", "tuning",
 }
 
 
@@ -135,7 +135,8 @@ def test_sweep_values_are_bounded_as_a_collection_index_spec_is():
         ("IVF100,Flat?nprobe=99999999999999999999", InvalidInputError, ["nprobe=99999999999999999999", "at most 1048576"]),
         ("HNSW32?efSearch=", InvalidInputError, ["no values"]),
         ("?nprobe=1", InvalidInputError, ["no factory"]),
-        ("auto", InvalidInputError, ["concrete"]),
+        ("HNSW32?recall=0.95&efSearch=16,32", InvalidInputError, ["one value per option"]),
+        ("HNSW32?recall=2", InvalidInputError, ["between 0 and 1"]),
     ],
 )
 def test_bad_sweep_specs(text, error, words):
@@ -236,7 +237,7 @@ def test_pareto_front_of_hand_made_points():
 def test_json_has_stable_keys(points):
     dataset = report.ann_dataset("synthetic", 2000, 60, 16, "l2", "exact (FAISS Flat)", report.fingerprint_arrays(np.ones(3)))
     doc = json.loads(json.dumps(report.ann_json(points, dataset, (10, 1))))
-    assert list(doc) == ["benchmark", "dataset", "k_values", "machine", "results", "pareto"]
+    assert list(doc) == ["benchmark", "dataset", "k_values", "machine", "results", "pareto", "tuned"]
     assert list(doc["dataset"]) == ["name", "base", "queries", "dim", "metric", "groundtruth", "fingerprint"]
     assert doc["k_values"] == [1, 10]
     assert {"python", "platform", "cpus", "libraries", "date"} <= set(doc["machine"])
@@ -398,3 +399,28 @@ def test_bench_help_imports_nothing_heavy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+# -- tuned specs (auto, recall=) against the hand-set sweep -----------------------------------------
+
+
+def test_a_recall_target_is_built_and_tuned_as_a_collection_does_and_placed_against_the_sweep():
+    rng = np.random.default_rng(5)
+    xb = rng.normal(size=(3000, 16)).astype(np.float32)  # uniform: the defaults lose recall here
+    xq = rng.normal(size=(100, 16)).astype(np.float32)
+    points = ann.sweep(xb, xq, None, ["HNSW8?efSearch=8,16,32,64,128,256", "HNSW8?recall=0.95", "auto"],
+                       "cosine", (1, 10), min_batch_seconds=0, latency_queries=5)
+    tuned = {p.spec: p for p in points if p.target is not None}
+    assert set(tuned) == {"HNSW8?recall=0.95", "auto"}
+    hnsw = tuned["HNSW8?recall=0.95"]
+    assert hnsw.search["efSearch"] > 0 and "efSearch" in hnsw.tuning and hnsw.ntotal == 3000
+    assert hnsw.recall["recall@10"] >= 0.93  # tuned on held-out stored vectors, measured on new queries
+    assert tuned["auto"].tuning.startswith("Flat") and tuned["auto"].recall["recall@10"] == 1.0  # auto: Flat this small
+    placed = {t["spec"]: t for t in ann.against_hand_tuned(points)}
+    hand = [p for p in points if p.target is None and p.recall["recall@10"] >= 0.95]
+    fastest = max(hand, key=lambda p: p.qps)
+    assert placed["HNSW8?recall=0.95"]["best_hand_tuned"] == fastest.spec
+    assert placed["auto"]["qps_vs_best"] == round(tuned["auto"].qps / fastest.qps, 3)
+    lines = report.tuned_lines(points)
+    assert len(lines) == 2 and "the fastest hand-set point that reaches it" in lines[0]
+    assert "- auto chose Flat" in report.ann_markdown(points)

@@ -105,6 +105,7 @@ class SweepSpec:
 
     factory: str
     grid: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    target: float | None = None  # recall=R (and auto): built and tuned as a collection does it
 
     @classmethod
     def parse(cls, text: str) -> SweepSpec:
@@ -115,8 +116,11 @@ class SweepSpec:
                 f"index spec {text!r} has no factory; use e.g. Flat, HNSW32?efSearch=16,64 "
                 "or IVF256,Flat?nprobe=1,4,16"
             )
-        if factory.lower() == "auto":
-            raise InvalidInputError("'auto' picks an index for a collection; benchmark concrete specs such as HNSW32")
+        if factory.lower() == "auto" or "recall=" in query:
+            tuned = IndexSpec.parse(text)  # auto and recall= are tuned once: no sweep of values
+            if any(v and "," in v for v in query.split("=")[1:]):
+                raise InvalidInputError(f"{text!r}: a spec with a recall target takes one value per option")
+            return cls(factory=str(tuned), target=tuned.target)
         grid: dict[str, tuple[int, ...]] = {}
         for part in filter(None, query.split("&")):
             key, eq, values = part.partition("=")
@@ -130,6 +134,11 @@ class SweepSpec:
             grid[key] = tuple(dict.fromkeys(_positive_int(key, v) for v in values.split(",")))
         return cls(factory=factory, grid=tuple(grid.items()))
 
+    @property
+    def tuned(self) -> bool:
+        """Whether the spec is built and tuned like a collection's (``auto``, ``recall=``)."""
+        return self.target is not None or IndexSpec.parse(self.factory).is_auto
+
     def points(self) -> list[dict[str, int]]:
         """Every combination of the option values, in the order written (``[{}]`` when none)."""
         keys = [key for key, _ in self.grid]
@@ -137,6 +146,8 @@ class SweepSpec:
 
     def labels(self) -> list[str]:
         """Each point as a single-valued index spec, e.g. ``HNSW32?efSearch=64``."""
+        if self.tuned:
+            return [self.factory]
         return [str(IndexSpec(self.factory, point)) for point in self.points()]
 
 
@@ -185,6 +196,8 @@ class AnnPoint:
     index_bytes: int  # len(faiss.serialize_index(...))
     peak_memory_bytes: int
     ntotal: int
+    target: float | None = None  # the recall@10 a tuned spec (auto, recall=) was tuned to
+    tuning: str | None = None  # what the tuning chose, e.g. "HNSW32: efSearch 256 (recall@10 0.967 ...)"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,9 +242,12 @@ def sweep(
     points: list[AnnPoint] = []
     for spec in parsed:
         if progress:
-            progress(f"building {spec.factory}")
+            progress(f"building {spec.factory}" + (" and tuning it as a collection does" if spec.tuned else ""))
         peak_before = peak_rss_bytes()
         started = time.perf_counter()
+        if spec.tuned:
+            points += _tuned_point(spec, xb, xq, gt, metric, ks, min_batch_seconds, lat_xq, peak_before)
+            continue
         index = FaissIndex(spec.factory, xb.shape[1], metric)
         index.add(ids, xb)
         build_seconds = time.perf_counter() - started
@@ -261,6 +277,60 @@ def sweep(
             ))
         del index
     return points
+
+
+def _tuned_point(spec: SweepSpec, xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, metric: str, ks: tuple[int, ...],
+                 min_batch_seconds: float, lat_xq: np.ndarray, peak_before: int) -> list[AnnPoint]:
+    """``auto`` or a ``recall=`` spec measured as a collection builds it: the base added to a
+    temporary collection of precomputed vectors (whose write builds the index and tunes it on
+    held-out vectors of its own), then searched like the others. The collection's ids are the
+    base's positions plus one."""
+    import tempfile
+
+    from ..collection import Collection
+
+    with tempfile.TemporaryDirectory(prefix="latentsearch-ann-") as tmp:
+        started = time.perf_counter()
+        with Collection.create(Path(tmp) / "c", encoder=None, dim=xb.shape[1], index=spec.factory, metric=metric) as col:
+            col.add(xb)
+            build_seconds = time.perf_counter() - started
+            index = col.index()
+
+            def search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+                D, I = index.search(x, k)
+                return D, np.where(I >= 0, I - 1, -1)
+
+            depth = max(ks)
+            found, qps = time_batch(search, xq, depth, min_batch_seconds)
+            latency = time_single(search, lat_xq, depth)
+            tuning = col.info().get("index_tuning")
+            return [AnnPoint(
+                index=spec.factory, spec=spec.factory, search=dict(index.search_options),
+                recall={f"recall@{k}": recall_against_exact(found, gt, k) for k in ks}, qps=qps,
+                latency_ms=latency, build_seconds=build_seconds, index_bytes=index.memory_bytes(),
+                peak_memory_bytes=max(0, peak_rss_bytes() - peak_before), ntotal=index.ntotal,
+                target=spec.target, tuning=f"{index.factory}: {tuning}" if tuning else index.factory,
+            )]
+
+
+def against_hand_tuned(points: Sequence[AnnPoint], key: str = "recall@10") -> list[dict[str, Any]]:
+    """For each tuned point (``auto``, ``recall=``): the fastest hand-set point of the sweep that
+    reaches the same target, and the tuned point's queries/s as a share of it (None when no
+    hand-set point reaches the target)."""
+    out = []
+    for p in points:
+        if p.target is None or key not in p.recall:
+            continue
+        meeting = [h for h in points if h.target is None and not IndexSpec.parse(h.spec).is_auto
+                   and h.recall.get(key, 0.0) >= p.target]
+        best = max(meeting, key=lambda h: h.qps, default=None)
+        out.append({
+            "spec": p.spec, "chose": p.tuning, "target": p.target, key: p.recall[key], "qps": p.qps,
+            "met": p.recall[key] >= p.target, "best_hand_tuned": best.spec if best else None,
+            "best_hand_tuned_qps": best.qps if best else None,
+            "qps_vs_best": round(p.qps / best.qps, 3) if best else None,
+        })
+    return out
 
 
 def _check_k_values(k_values: Sequence[int], n: int) -> tuple[int, ...]:

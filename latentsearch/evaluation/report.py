@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .ann import AnnPoint
+from .ann import AnnPoint, against_hand_tuned
 
 LIBRARIES = (
     "latentsearch", "numpy", "faiss-cpu", "faiss-gpu", "torch", "sentence-transformers",
@@ -136,6 +136,7 @@ def ann_json(points: Sequence[AnnPoint], dataset: Mapping[str, Any], k_values: S
         "machine": machine_info(),
         "results": [p.to_dict() for p in points],
         "pareto": [points[i].spec for i in front],
+        "tuned": against_hand_tuned(points),
     }
 
 
@@ -174,13 +175,29 @@ def ann_table(points: Sequence[AnnPoint], title: str | None = None) -> Any:
 
 
 def ann_markdown(points: Sequence[AnnPoint], title: str | None = None) -> str:
-    """A Markdown table of the points (``*`` marks the Pareto front), under ``title`` if given."""
+    """A Markdown table of the points (``*`` marks the Pareto front), under ``title`` if given,
+    and where each tuned spec landed against the hand-set points."""
     header = _ann_header(points)
     lines = [f"### {title}", ""] if title else []
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(":---" if i == 0 else "---:" for i in range(len(header))) + "|")
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in _ann_rows(points)]
-    return "\n".join(lines) + "\n"
+    tuned = tuned_lines(points)
+    return "\n".join(lines + ([""] + [f"- {line}" for line in tuned] if tuned else [])) + "\n"
+
+
+def tuned_lines(points: Sequence[AnnPoint]) -> list[str]:
+    """One sentence per tuned spec (``auto``, ``recall=``): what it chose, the recall it got, and
+    its queries/s against the fastest hand-set point of the sweep that reaches the same target."""
+    out = []
+    for t in against_hand_tuned(points):
+        got = f"{t['spec']} chose {t['chose']}; recall@10 {t['recall@10']:.4f} ({'meets' if t['met'] else 'misses'} {t['target']:g})"
+        if t["best_hand_tuned"] is None:
+            out.append(f"{got}; no hand-set point of the sweep reaches {t['target']:g}")
+        else:
+            out.append(f"{got}, {t['qps']:,.0f} q/s = {t['qps_vs_best']:.2f}x the fastest hand-set point that "
+                       f"reaches it ({t['best_hand_tuned']}, {t['best_hand_tuned_qps']:,.0f} q/s)")
+    return out
 
 
 def plot_ann(points: Sequence[AnnPoint], path: str | Path, title: str | None = None,
