@@ -117,9 +117,9 @@ class SweepSpec:
                 "or IVF256,Flat?nprobe=1,4,16"
             )
         if factory.lower() == "auto" or "recall=" in query:
-            tuned = IndexSpec.parse(text)  # auto and recall= are tuned once: no sweep of values
-            if any(v and "," in v for v in query.split("=")[1:]):
+            if "," in query:
                 raise InvalidInputError(f"{text!r}: a spec with a recall target takes one value per option")
+            tuned = IndexSpec.parse(text)  # auto and recall= are tuned once: no sweep of values
             return cls(factory=str(tuned), target=tuned.target)
         grid: dict[str, tuple[int, ...]] = {}
         for part in filter(None, query.split("&")):
