@@ -43,6 +43,11 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def settings(args: Any) -> dict[str, Any]:
+    """A script's argparse options as JSON can hold them (paths as text)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
 def write_result(name: str, data: dict[str, Any], out: Path | None = None) -> Path:
     path = out or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

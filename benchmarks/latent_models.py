@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import benchmark_parser, print_table, write_result  # noqa: E402
+from _common import benchmark_parser, print_table, settings, write_result  # noqa: E402
 
 import latentsearch  # noqa: E402
 from latentsearch.evaluation.images import first_per_class, image_quality, labelled_images  # noqa: E402
@@ -252,7 +252,7 @@ def main() -> int:
     for name, p in pngs.items():
         print(f"{name}: decoded interpolation {p['from']} → {p['to']}: {p['png']}")
     path = write_result("latent_models", {
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "settings": settings(args),
         "retrieval": scored,
         "reconstruction": {n: {k: v for k, v in m.items()} for n, m in models.items()} | {"mean_image_mse": mean_mse},
         "interpolations": pngs,

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import benchmark_parser, print_table, write_result  # noqa: E402
+from _common import benchmark_parser, print_table, settings, write_result  # noqa: E402
 
 LATENT = 32  # the data's own dimensions
 SPREAD = 0.5  # of a blob around its centre, per latent dimension (centres: unit normal)
@@ -166,7 +166,7 @@ def main() -> int:
          "file MiB", "anon vs memory", "lists file MiB", "lists resident MiB", "ms/query"],
         rows,
     )
-    out = write_result("ondisk_ivf", {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    out = write_result("ondisk_ivf", {"settings": settings(args),
                                       "results": results}, args.out)
     print(f"wrote {out}")
     return 0

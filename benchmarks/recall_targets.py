@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import benchmark_parser, print_table, write_result  # noqa: E402
+from _common import benchmark_parser, print_table, settings, write_result  # noqa: E402
 
 import latentsearch  # noqa: E402
 from latentsearch.evaluation.metrics import recall_against_exact  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> int:
         f"recall@10 on {args.queries} fresh queries, {args.n:,} {args.data} vectors of dimension {args.dim}",
         ["spec", "index", "default recall", "q/s", "tuned", "recall", "q/s", "build s"], rows,
     )
-    path = write_result("recall_targets", {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    path = write_result("recall_targets", {"settings": settings(args),
                                            "results": results}, args.out)
     print(f"wrote {path}")
     return 0
