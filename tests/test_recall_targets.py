@@ -17,6 +17,7 @@ from latentsearch.indexes.selection import DEFAULT_EF_SEARCH, IndexSpec
 from latentsearch.vectors import knn, normalize
 
 DIM = 32
+REAL_BATCH_QPS = tuning.batch_qps
 
 
 def uniform(n: int, seed: int, dim: int = DIM) -> np.ndarray:
@@ -117,8 +118,15 @@ def test_no_tuning_for_flat_small_collections_or_fixed_options(tmp_path: Path, m
         assert col.index().search_options == {"efSearch": 40}
 
 
+def favour(monkeypatch, kind: str) -> None:
+    """Make ``auto``'s speed measurement favour index types whose factory holds ``kind``: which
+    type is faster otherwise depends on the machine."""
+    monkeypatch.setattr(tuning, "batch_qps", lambda index, q, o, repeat=5: REAL_BATCH_QPS(index, q, o, 1) * (10 if kind in index.factory else 1))
+
+
 def test_auto_tunes_the_index_it_chooses_once_past_flat(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(selection, "AUTO_FLAT_LIMIT", 2000)
+    favour(monkeypatch, "HNSW")
     with latentsearch.create(tmp_path / "c", encoder=None, dim=DIM) as col:
         col.add(uniform(1500, 11))
         assert col.index().factory == "Flat" and manifest(col.path)["index_tuning"] is None
@@ -244,3 +252,26 @@ def test_a_fixed_rescore_is_kept_and_only_the_depth_tuned(tmp_path: Path):
         tuned = manifest(col.path)["index_tuning"]
         assert tuned["param"] == "nprobe" and tuned["rescore"] is None
         assert col.index().search_options["rescore"] == 8
+
+
+def test_auto_keeps_the_fastest_type_that_meets_the_target(tmp_path: Path, monkeypatch):
+    """Where HNSW fits, ``auto`` also tunes IVF over the same vectors and keeps the faster that
+    meets the target; which one wins depends on the machine, so the test makes IVF the faster."""
+    monkeypatch.setattr(selection, "AUTO_FLAT_LIMIT", 3000)
+    favour(monkeypatch, "IVF")
+    both = clustered(6200, 11)
+    base, queries = both[:6000], both[6000:]
+    with latentsearch.create(tmp_path / "a", encoder=None, dim=DIM, index="auto") as col:
+        col.add(base)
+        tuned = manifest(col.path)["index_tuning"]
+        assert tuned["factory"].startswith("IVF") and tuned["factory"].endswith(",Flat")
+        assert tuned["replaces"] == "HNSW32" and tuned["met"] and tuned["qps"] > 0
+        assert col.index().factory == tuned["factory"] and col.index().search_options == {"nprobe": tuned["value"]}
+        assert fresh_recall(col, base, queries) >= 0.94
+    with latentsearch.open(tmp_path / "a") as again:  # reopened: the kept type, not measured again
+        assert again.index().factory == tuned["factory"]
+    favour(monkeypatch, "HNSW")
+    with latentsearch.create(tmp_path / "h", encoder=None, dim=DIM, index="auto") as col:
+        col.add(base)
+        tuned = manifest(col.path)["index_tuning"]
+        assert tuned["factory"] == "HNSW32" and tuned["replaces"] is None

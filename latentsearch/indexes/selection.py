@@ -214,9 +214,22 @@ def choose_auto(n: int, dim: int) -> str:
         return "Flat"
     if n * dim * 4 <= AUTO_HNSW_BYTES:
         return "HNSW32"
-    nlist = 1 << max(4, round(math.log2(4 * math.sqrt(n))))
     m = next(m for m in (dim // 4, dim // 8, dim // 16, 1) if m >= 1 and dim % m == 0)
-    return f"IVF{nlist},PQ{m}"
+    return f"IVF{auto_nlist(n)},PQ{m}"
+
+
+def auto_nlist(n: int) -> int:
+    """IVF lists for ``n`` vectors: about 4·√n, a power of two, at least 16."""
+    return 1 << max(4, round(math.log2(4 * math.sqrt(n))))
+
+
+def auto_candidates(n: int, dim: int) -> list[str]:
+    """The index types ``auto`` tunes for ``n`` vectors, its size-based choice first: where HNSW
+    fits, IVF over the same float vectors fits too (and on clustered data it is often faster at
+    the same recall), so both are tuned and the faster kept; otherwise the one choice."""
+    choice = choose_auto(n, dim)
+    trainable = 1 << max(4, (n // 40).bit_length() - 1)  # FAISS wants 39 vectors per list to train
+    return [choice, f"IVF{min(auto_nlist(n), trainable)},Flat"] if choice.startswith("HNSW") else [choice]
 
 
 # -- checking factory strings ---------------------------------------------------------------------

@@ -38,7 +38,7 @@ from .consistency import VERIFY_SAMPLE, differing, not_changed_since, snapshot_d
 from .faiss_index import FaissIndex, Snapshot
 from .ondisk_build import OnDiskBuilds, load_any, save_snapshot
 from .selection import AUTO_HNSW_BYTES, IndexSpec, choose_auto
-from .tuning import TUNE_MIN_VECTORS, Tuning, exact_tuning, held_out, rescore_tunable, search_param, tune
+from .tuning import TUNE_MIN_VECTORS, Tuning, exact_tuning, held_out, rescore_tunable, search_param, tune, tune_auto
 
 if TYPE_CHECKING:
     from ..stores.sql import SqlStore
@@ -233,13 +233,11 @@ class IndexSync:
         return dict(parsed.search)
 
     def tune(self, force: bool = False) -> Tuning | None:
-        """Tune the index to its spec's recall target when it is due: never tuned for this spec
-        and index type, or :data:`~.tuning.RETUNE_GROWTH` times larger since (``force``: now).
-        Call it holding the writer lock (never from a search). Indexes with nothing to tune
-        (Flat, an IVF index not trained yet) and indexes under :data:`~.tuning.TUNE_MIN_VECTORS`
-        vectors are left alone. For ``auto``, a choice that misses the target even at the deepest
-        search is replaced by exact search when the vectors fit ``auto``'s memory budget.
-        Returns :attr:`tuning`, which the caller records in the manifest."""
+        """Tune the index to its spec's recall target when due (never tuned for this spec and type,
+        or :data:`~.tuning.RETUNE_GROWTH` times larger since; ``force``: now), holding the writer
+        lock. Flat, untrained IVF and indexes under :data:`~.tuning.TUNE_MIN_VECTORS` are left
+        alone. ``auto`` keeps the fastest of its candidate types that meets the target, or exact
+        search when none does and the vectors fit its budget. Returns :attr:`tuning` (the manifest's)."""
         self.wait()
         index = self._index if self._index is not None else self.load()
         parsed = IndexSpec.parse(self.spec)
@@ -257,6 +255,13 @@ class IndexSync:
         found = tune(index, self.store, self.metric, self.spec, target, queries, rescore_free)  # searches go on
         if found is None:  # too few vectors left to train the held-out copy
             return self.tuning
+        if parsed.is_auto:
+            found = tune_auto(index, self.store, self.metric, self.spec, target, queries, found)
+        if found.factory != index.factory:  # auto: another type meets the target faster here
+            self.tuning = found  # before the build: it reads the tuned options
+            self._install(*self._build(self.spec, found.factory))
+            self.catch_up()
+            return found
         if not found.met and parsed.is_auto and index.ntotal * self.dim * 4 <= AUTO_HNSW_BYTES:
             log.warning("%s misses the recall target %g on this data: auto falls back to exact search",
                         index.factory, target)
@@ -375,8 +380,6 @@ class IndexSync:
                 raise RuntimeError("the index was dropped after a failed write; search again")
             yield index
 
-    # -- snapshot ------------------------------------------------------------------------------
-
     def save(self) -> bool:
         """Write the snapshot when the index is ahead of it (atomically: temp file, fsync,
         rename). Call it holding the collection's writer lock. Returns whether it wrote."""
@@ -390,8 +393,6 @@ class IndexSync:
             )
         self._saved_watermark = watermark
         return True
-
-    # -- checking ------------------------------------------------------------------------------
 
     def verify(self, vectors: int = VERIFY_SAMPLE) -> dict[str, Any]:
         """Compare the index with the store: every stored item indexed once, nothing else, and

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+import time
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -70,8 +71,9 @@ class Tuning:
     queries: int  # held-out queries measured
     ntotal: int  # vectors in the index when tuned
     tuned_at: str  # UTC, ISO 8601
-    replaces: str | None = None  # for ``auto``: the index type it chose, when that missed the target
+    replaces: str | None = None  # for ``auto``: the index type it chose by size, when another was kept
     rescore: int | None = None  # candidates per result re-ranked, when tuned beside ``param``
+    qps: float | None = None  # held-out queries per second at the tuned setting (one batch, best of 5)
 
     @classmethod
     def from_dict(cls, data: Any) -> Tuning | None:
@@ -177,13 +179,13 @@ def held_out(store: SqlStore, metric: str, n: int = HELD_OUT, seed: int = TUNE_S
     return queries
 
 
-def holdout_index(index: FaissIndex, store: SqlStore, queries: HeldOut) -> FaissIndex:
-    """An index like ``index`` (same type, same build settings) of every stored vector but the
-    held-out ones."""
+def holdout_index(index: FaissIndex, store: SqlStore, queries: HeldOut, factory: str | None = None) -> FaissIndex:
+    """An index like ``index`` (same type unless ``factory`` names another, same build settings)
+    of every stored vector but the held-out ones."""
     from .faiss_index import FaissIndex
 
     rescoring = {"rescore": index.rescore} if index.rescore > 1 else {}
-    copy = FaissIndex(index.factory, index.dim, index.metric, rescoring)
+    copy = FaissIndex(factory or index.factory, index.dim, index.metric, rescoring)
     copy.vectors = index.vectors  # measured as searched: rescored when the spec rescores
     for ids, vectors in queries.others(store):
         copy.add(ids, vectors)
@@ -198,20 +200,24 @@ def meets(recall: float, target: float, queries: int) -> bool:
 
 
 def tune(index: FaissIndex, store: SqlStore, metric: str, spec: str, target: float,
-         queries: HeldOut | None = None, rescore_free: bool = False) -> Tuning | None:
+         queries: HeldOut | None = None, rescore_free: bool = False, factory: str | None = None) -> Tuning | None:
     """The smallest search depth of ``index`` that reaches recall@10 ``target`` on held-out
     queries (see the module's doc), and with ``rescore_free`` (the spec fixes no ``rescore``) on
     an index of compressed codes the smallest rescore R that needs; None when the index type has
-    nothing to tune. Reads the store (call it holding the writer lock, never from a search);
-    never searches ``index`` itself."""
-    param = search_param(index)
-    rescoring = rescore_tunable(index, rescore_free)
-    if param is None and not rescoring:
+    nothing to tune. ``factory``: tune that index type for the same vectors instead (``auto``
+    weighing another type). Reads the store (call it holding the writer lock, never from a
+    search); never searches ``index`` itself."""
+    factory = factory or index.factory
+    param = search_param(index) if factory == index.factory else None
+    rescoring = rescore_tunable(index, rescore_free) and factory == index.factory
+    if param is None and not rescoring and factory == index.factory:
         return None
     queries = queries or held_out(store, metric)
-    measured_on = holdout_index(index, store, queries)
-    if search_param(measured_on) != param or not measured_on.trained:  # too few vectors left to train it
-        return None
+    measured_on = holdout_index(index, store, queries, factory)
+    if factory != index.factory:
+        param = search_param(measured_on)
+    if param is None and not rescoring or search_param(measured_on) != param or not measured_on.trained:
+        return None  # nothing to tune, or too few vectors left to train it
     base = {"rescore": 1} if rescoring else {}  # not the rescore an earlier tuning chose
     measured: dict[tuple[tuple[str, int], ...], float] = {}
     nq = len(queries.ids)
@@ -242,7 +248,7 @@ def tune(index: FaissIndex, store: SqlStore, metric: str, spec: str, target: flo
         param, (value, met) = "rescore", smallest("rescore", list(RESCORE_STEPS), {})
         chosen = {"rescore": value}
     else:
-        steps = candidates(param, index)
+        steps = candidates(param, measured_on)
         value, met = smallest(param, steps, {})
         if not met and rescoring:
             r, met = smallest("rescore", list(RESCORE_STEPS[1:]), {param: steps[-1]})
@@ -260,10 +266,50 @@ def tune(index: FaissIndex, store: SqlStore, metric: str, spec: str, target: flo
         )
     log.info("tuned %s: %s gives recall@%d %.3f (target %g)", index.factory, what, TUNE_K, recall, target)
     return Tuning(
-        spec=spec, factory=index.factory, target=target, param=param, value=int(value),
+        spec=spec, factory=factory, target=target, param=param, value=int(value),
         recall=round(float(recall), 4), met=met, queries=nq, ntotal=int(index.ntotal),
-        tuned_at=now(), rescore=rescore,
+        tuned_at=now(), rescore=rescore, qps=round(batch_qps(measured_on, queries, {**base, **chosen}), 1),
     )
+
+
+def batch_qps(index: FaissIndex, queries: HeldOut, options: dict[str, int], repeat: int = 5) -> float:
+    """Held-out queries per second through ``index`` at ``options``: one batch, the best of ``repeat``."""
+    best = math.inf
+    for _ in range(repeat):
+        started = time.perf_counter()
+        index.search(queries.vectors, TUNE_K, options={**index.search_options, **options})
+        best = min(best, time.perf_counter() - started)
+    return len(queries.ids) / max(best, 1e-9)
+
+
+def tune_auto(index: FaissIndex, store: SqlStore, metric: str, spec: str, target: float, queries: HeldOut,
+              found: Tuning) -> Tuning:
+    """For ``auto``: ``found`` (the tuning of the index it built) against the tunings of the
+    other types it may use at this size (:func:`~.selection.auto_candidates`); the fastest that
+    meets the target is kept (its ``factory`` differs from ``index.factory`` when the caller must
+    build it)."""
+    from .selection import auto_candidates
+
+    candidates = auto_candidates(int(index.ntotal), index.dim)
+    if index.factory not in candidates or len(candidates) < 2:
+        return found
+    tunings = [found if f == index.factory else tune(index, store, metric, spec, target, queries, factory=f)
+               for f in candidates]
+    return fastest(tunings) or found
+
+
+def fastest(tunings: list[Tuning | None]) -> Tuning | None:
+    """Of the tunings of several index types for ``auto``, the fastest that met the target (the
+    first, the size-based choice, when none did or when it is as fast); the kept one names the
+    choice it replaces."""
+    first = tunings[0]
+    met = [t for t in tunings if t is not None and t.met and t.qps]
+    if first is None or not met:
+        return first
+    best = max(met, key=lambda t: t.qps or 0.0)
+    if best is first or (first.met and first.qps and best.qps <= first.qps):  # type: ignore[operator]
+        return first
+    return replace(best, replaces=first.factory)
 
 
 def exact_tuning(spec: str, target: float, replaces: str, ntotal: int, queries: int) -> Tuning:
