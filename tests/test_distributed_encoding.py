@@ -165,3 +165,19 @@ def test_minilm_on_ray_gives_the_vectors_of_one_process(ray_cluster: str, tmp_pa
             va, vb = (np.frombuffer(x[3], np.float32) for x in (a[key], b[key]))
             assert float(va @ vb) > 0.9999, key  # one model, other batches: equal up to float rounding
         assert [h.key for h in ray.search("sleep", k=3)] == [h.key for h in local.search("sleep", k=3)]
+
+
+@pytest.mark.parametrize("resources, actors, expected", [
+    ({"CPU": 16.0}, None, (16, 1.0, 0.0)),             # one encoder per core
+    ({"CPU": 16.0}, 4, (4, 4.0, 0.0)),                 # fewer, with the cores shared among them
+    ({"CPU": 2.0}, 8, (8, 0.25, 0.0)),                 # more actors than cores: fractions
+    ({"CPU": 16.0, "GPU": 2.0}, None, (2, 8.0, 1.0)),  # one per GPU
+    ({"CPU": 8.0, "GPU": 1.0}, 2, (2, 4.0, 0.5)),      # two sharing a GPU
+])
+def test_the_actor_pool_follows_the_cluster(resources, actors, expected) -> None:
+    from types import SimpleNamespace
+
+    from latentsearch.distributed.encoding import Pool
+
+    pool = Pool.for_cluster(SimpleNamespace(cluster_resources=lambda: resources), actors)
+    assert (pool.actors, pool.cpus, pool.gpus) == expected
