@@ -35,10 +35,15 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="timed passes; the best counts")
     parser.add_argument("--no-quality", action="store_true", help="docs/s only, no SciFact nDCG@10")
+    parser.add_argument("--texts", choices=["documents", "queries"], default="documents",
+                        help="what is timed: SciFact's documents (long) or its queries (short texts)")
     args = parser.parse_args()
 
     dataset = load_beir(args.dataset)
-    texts = [document_text(doc) for doc in list(dataset.corpus.values())[: args.docs]]
+    if args.texts == "queries":
+        texts = list(dataset.queries.values())[: args.docs]
+    else:
+        texts = [document_text(doc) for doc in list(dataset.corpus.values())[: args.docs]]
     join = "&" if "?" in args.encoder else "?"
     isa = int8_instruction_set()
     results: dict[str, dict] = {}
@@ -74,7 +79,7 @@ def main() -> int:
     int8 = results["onnx-int8"]
     goal = int8["speedup"] >= 2 and ("ndcg@10_loss" not in int8 or int8["ndcg@10_loss"] <= 0.01)
     print_table(
-        f"{args.encoder} on {len(texts)} SciFact documents, batch {args.batch_size}, best of {args.repeat}; "
+        f"{args.encoder} on {len(texts)} SciFact {args.texts}, batch {args.batch_size}, best of {args.repeat}; "
         f"int8 instructions: {isa}",
         ["backend", "docs/s", "vs torch", "nDCG@10", "loss vs torch", "load s"],
         rows,
