@@ -97,6 +97,11 @@ def test_a_killed_worker_is_retried_and_its_batch_written_once(
     assert len(keys) == N and set(keys) == {f"r{i}" for i in range(N)}
     verified = col.verify()
     assert verified["items"] == N and verified["indexed_twice"] == [] and verified["missing_from_index"] == []
+    # Run again: the record file's lines carry no file state, but chunks the store holds unchanged
+    # are counted on the driver and never sent to be encoded.
+    again = col.index_paths([corpus], batch_size=32, engine="ray", actors=2)
+    assert (again.added, again.unchanged, again.stages["encode"]) == (0, N, 0.0)
+    assert list(again.ids) == list(report.ids)
 
 
 @pytest.mark.parametrize("db", [None, pytest.param("postgres", marks=pytest.mark.postgres)], ids=["sqlite", "postgres"])

@@ -185,13 +185,33 @@ def _partitions(
     for chunk in input_chunks(records, batch_size):
         t0 = time.perf_counter()
         prep = Prepared(size=len(chunk))
-        partition.append((prep, unchanged_files(parts.store, chunk, prep)))
+        fresh = unchanged_files(parts.store, chunk, prep)
+        partition.append((prep, [] if fresh and all_unchanged(parts.store, fresh, prep) else fresh))
         stages.read += time.perf_counter() - t0
         if len(partition) >= PARTITION_CHUNKS:
             yield partition
             partition = []
     if partition:
         yield partition
+
+
+def all_unchanged(store: Any, fresh: list[Record], prep: Prepared) -> bool:
+    """Whether every record of a chunk holds its content in hand (lines of a record file, which
+    carry no file state; vectors) and the store has its key with the same content and metadata:
+    then the chunk is counted unchanged in ``prep`` and not sent to be encoded (the chunks a
+    killed run committed, run again). A chunk with anything else goes to the workers whole, and
+    :func:`~latentsearch.ingest.prepare.decide` sorts it there as a local run does."""
+    if not all(r.key is not None and r.text_path is None and r.image_path is None and r.image is None for r in fresh):
+        return False
+    existing = store.keys_to_ids([r.key for r in fresh])
+    if len(existing) < len(fresh) or any(existing[r.key][1] != r.content_hash() for r in fresh):
+        return False
+    stored = store.get([existing[r.key][0] for r in fresh])
+    if any(stored[existing[r.key][0]].metadata != r.metadata for r in fresh):
+        return False
+    prep.unchanged += len(fresh)
+    prep.slots += [existing[r.key][0] for r in fresh]
+    return True
 
 
 def _encode_partition(ray: Any, chunks: list[list[Record]], pool: Pool, actor_args: dict[str, Any]) -> Iterator[Encoded]:
