@@ -27,6 +27,23 @@ def stored_ids(ids: Sequence[int]) -> list[int]:
     return [i for i in dict.fromkeys(int(i) for i in ids) if INT64_MIN <= i <= INT64_MAX]
 
 
+def keyset_batches(
+    engine: Engine, columns: Sequence[Any], condition: Any = None, batch_size: int = 50_000, after: int = -1
+) -> Iterator[list[Any]]:
+    """Rows of ``columns`` (the first is ``ItemRow.id``) that match ``condition``, in id order,
+    ``batch_size`` at a time, ids above ``after``: keyset pagination, each batch in its own short
+    session, so memory stays bounded and no transaction is held across batches."""
+    condition = true() if condition is None else condition
+    while True:
+        with Session(engine) as session:
+            stmt = select(*columns).where(condition, ItemRow.id > after).order_by(ItemRow.id).limit(batch_size)
+            rows = session.execute(stmt).all()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield rows
+
+
 class ReadMethods:
     """Mixed into :class:`~latentsearch.stores.sql.SqlStore`."""
 
@@ -124,14 +141,7 @@ class ReadMethods:
         """``(ids, vectors or None)`` of the items matching ``where``, in id order, in batches."""
         condition = compile_where(where, self.engine.dialect.name)
         columns = (ItemRow.id, ItemRow.vector) if vectors else (ItemRow.id,)
-        last = -1
-        while True:
-            with Session(self.engine) as session:
-                stmt = select(*columns).where(condition, ItemRow.id > last).order_by(ItemRow.id).limit(batch_size)
-                rows = session.execute(stmt).all()
-            if not rows:
-                return
-            last = rows[-1][0]
+        for rows in keyset_batches(self.engine, columns, condition, batch_size):
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             yield ids, self._matrix([r[1] for r in rows]) if vectors else None
 
@@ -142,15 +152,8 @@ class ReadMethods:
 
     def iter_items(self, batch_size: int = 1000) -> Iterator[list[Item]]:
         """Every item (without vectors) in id order, in batches."""
-        last = -1
         columns = (ItemRow.id, ItemRow.key, ItemRow.source, ItemRow.modality, ItemRow.text, ItemRow.meta, ItemRow.document)
-        while True:
-            with Session(self.engine) as session:
-                stmt = select(*columns).where(ItemRow.id > last).order_by(ItemRow.id).limit(batch_size)
-                rows = session.execute(stmt).all()
-            if not rows:
-                return
-            last = rows[-1].id
+        for rows in keyset_batches(self.engine, columns, batch_size=batch_size):
             yield [Item(r.id, r.key, r.source, r.modality, r.text, r.meta or {}, r.document) for r in rows]
 
     def iter_vectors(
@@ -158,20 +161,9 @@ class ReadMethods:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every ``(ids, vectors)`` in id order, in batches (keyset pagination, bounded memory);
         ``start``/``stop``: only the ids in ``[start, stop)`` (one shard of an index build)."""
-        last = -1 if start is None else int(start) - 1
-        bound = ItemRow.id < int(stop) if stop is not None else true()
-        while True:
-            with Session(self.engine) as session:
-                stmt = (
-                    select(ItemRow.id, ItemRow.vector)
-                    .where(ItemRow.id > last, bound)
-                    .order_by(ItemRow.id)
-                    .limit(batch_size)
-                )
-                rows = session.execute(stmt).all()
-            if not rows:
-                return
-            last = rows[-1][0]
+        after = -1 if start is None else int(start) - 1
+        bound = ItemRow.id < int(stop) if stop is not None else None
+        for rows in keyset_batches(self.engine, (ItemRow.id, ItemRow.vector), bound, batch_size, after):
             yield np.array([r[0] for r in rows], dtype=np.int64), self._matrix([r[1] for r in rows])
 
     def id_boundaries(self, parts: int) -> list[int]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from .. import testing_hooks
 from ..errors import InvalidInputError
 from .models import Item as ItemRow
+from .reads import keyset_batches
 
 if TYPE_CHECKING:
     from .sql import SqlStore
@@ -29,17 +30,11 @@ COLUMNS = (
 def iter_rows(store: SqlStore, batch_size: int = 10_000) -> Iterator[tuple[list[dict[str, Any]], np.ndarray]]:
     """``(rows, vectors)`` of every item in id order: each row a dict of :data:`COLUMNS`
     (``added_at`` an aware UTC datetime), ``vectors`` their ``(n, dim)`` float32 matrix."""
-    last = -1
     fields = (
         ItemRow.id, ItemRow.key, ItemRow.source, ItemRow.modality, ItemRow.text, ItemRow.meta, ItemRow.document,
         ItemRow.content_hash, ItemRow.file_size, ItemRow.file_mtime_ns, ItemRow.added_at, ItemRow.vector,
     )
-    while True:
-        with Session(store.engine) as session:
-            rows = session.execute(select(*fields).where(ItemRow.id > last).order_by(ItemRow.id).limit(batch_size)).all()
-        if not rows:
-            return
-        last = rows[-1][0]
+    for rows in keyset_batches(store.engine, fields, batch_size=batch_size):
         out = []
         for r in rows:
             row = dict(zip(COLUMNS, r[:-1]))
