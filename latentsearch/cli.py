@@ -354,8 +354,8 @@ def delete(collection: Path, ids: tuple[int, ...], keys: tuple[str, ...]) -> Non
 @click.option("--index", "index_spec", required=True, help="New FAISS index spec, e.g. HNSW32 or IVF1024,Flat.")
 @click.option("--on-disk", is_flag=True,
               help="Keep the IVF lists in a memory-mapped file beside the snapshot (indexes larger than RAM).")
-@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
-              help="Build the --on-disk shards as Ray tasks: 'local', 'auto' or a cluster address.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Build the --on-disk shards as Ray tasks: alone, on a local cluster; 'auto' or host:port joins one.")
 @click.option("--shards", type=click.IntRange(min=1), default=None,
               help="Shards of an --on-disk build [default: one per 200,000 vectors, with Ray at least one per CPU].")
 def reindex(collection: Path, index_spec: str, on_disk: bool, ray_address: str | None, shards: int | None) -> None:

@@ -108,29 +108,24 @@ def mapped_resident_bytes(path: Path) -> int | None:
 
 @contextmanager
 def quiet_stdout() -> Iterator[None]:
-    """Send what C++ code prints on stdout (file descriptor 1) to stderr for the block: FAISS's
-    on-disk lists print progress there, which would corrupt ``--json`` output."""
+    """Silence what C++ code prints on stdout (file descriptor 1) for the block: FAISS's on-disk
+    lists print their progress there ("resizing …", "updating ondisk filename …"), which would
+    corrupt ``--json`` output and tells a user nothing. Process-wide: another thread's writes to
+    file descriptor 1 during the block (a build or an open, never a search) are lost too."""
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, ValueError, OSError):
         yield
         return
     sys.stdout.flush()
-    saved = os.dup(fd)
+    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(sys.stderr.fileno() if _has_fileno(sys.stderr) else os.open(os.devnull, os.O_WRONLY), fd)
+        os.dup2(devnull, fd)
         yield
     finally:
         os.dup2(saved, fd)
         os.close(saved)
-
-
-def _has_fileno(stream: Any) -> bool:
-    try:
-        stream.fileno()
-        return True
-    except (AttributeError, ValueError, OSError):
-        return False
+        os.close(devnull)
 
 
 def _size(path: Path) -> int:
