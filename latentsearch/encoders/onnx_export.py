@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,30 +86,62 @@ def cache_root() -> Path:
 def exported_model(model: Any, weights: str, backend: str) -> tuple[Path, dict[str, Any]]:
     """The cached ONNX file of ``model`` (a SentenceTransformer whose first module is a
     transformer) for ``backend``, exported on first need, and its metadata (``sha256``,
-    ``instruction_set``, ``inputs``). ``weights``: the torch weights' digest, the cache key.
+    ``instruction_set``, ``inputs``). ``weights``: the torch weights' digest, the cache key."""
+    isa = int8_instruction_set() if backend == "onnx-int8" else ""
+    variant = backend + (f"-{isa}" if isa else "") + f"-v{EXPORT_VERSION}"
+    return cached_export(weights, variant, lambda folder: _export(model, folder, backend, isa))
+
+
+def cached_export(key: str, variant: str, export: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
+    """``cache_root()/key/variant/model.onnx`` and its metadata, made by ``export(folder)`` (which
+    writes :data:`FILE` into ``folder`` and returns the metadata) on first need.
 
     Exported into a temporary folder beside the final one, then renamed, under a file lock: a
     crash leaves no half file, and two processes exporting at once export once."""
     from filelock import FileLock
 
-    isa = int8_instruction_set() if backend == "onnx-int8" else ""
-    variant = backend + (f"-{isa}" if isa else "") + f"-v{EXPORT_VERSION}"
-    parent = cache_root() / weights
+    parent = cache_root() / key
     final = parent / variant
     parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(parent / f"{variant}.lock"), timeout=1800):
         if not (final / "meta.json").exists():
             work = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=parent))
             try:
-                meta = _export(model, work, backend, isa)
+                meta = export(work)
                 (work / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
                 if final.exists():  # a leftover without meta.json: an export that did not finish
                     shutil.rmtree(final)
                 os.replace(work, final)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-            _log.info("exported %s (%s) to %s", backend, isa or "fp32", final)
+            _log.info("exported %s to %s", variant, final)
     return final / FILE, json.loads((final / "meta.json").read_text())
+
+
+def export_image_model(model: Any, folder: Path, input_size: Sequence[int]) -> dict[str, Any]:
+    """Export a torch image model (``(n, c, h, w)`` pixels → ``(n, d)`` features) to
+    ``folder/model.onnx`` with a dynamic batch size; its metadata for :func:`cached_export`."""
+    import onnxruntime
+    import torch
+
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on the legacy exporter
+        torch.onnx.export(
+            model.eval(), (torch.zeros((1, *input_size)),), str(folder / FILE), dynamo=False,
+            input_names=["pixels"], output_names=["features"],
+            dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17,
+        )
+    return {"backend": "onnx", "inputs": ["pixels"], "sha256": file_sha256(folder / FILE),
+            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+
+
+def onnx_session(path: Path) -> Any:
+    """An ONNX Runtime session of ``path`` on the CPU, every graph optimisation on."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _export(model: Any, folder: Path, backend: str, isa: str) -> dict[str, Any]:
@@ -217,15 +250,12 @@ class OnnxTransformer(_torch_module()):  # type: ignore[misc]
     returns its ``last_hidden_state``."""
 
     def __init__(self, path: Path, config: Any, inputs: list[str]) -> None:
-        import onnxruntime
         import torch
 
         super().__init__()
         self.config, self.inputs = config, inputs
         self.device = torch.device("cpu")
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path)
 
     def forward(self, **features: Any) -> dict[str, Any]:
         import torch

@@ -14,12 +14,14 @@ from ..errors import InvalidInputError, LatentSearchError
 from ..registry import pop_bool, pop_int, reject_unknown_options
 from .base import BaseEncoder, digest, module_digest
 from .hub import timm_pretrained_source
+from .onnx_export import cached_export, check_backend, export_image_model, onnx_session
 from .pooling import check_pooling, pool, pooled_dim
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-_OPTIONS = ["pretrained", "checkpoint", "seed", "layer", "pool"]
+_OPTIONS = ["pretrained", "checkpoint", "seed", "layer", "pool", "backend"]
+ONNX_VARIANT = "timm-onnx-v1"  # the cache entry of an image model's export (bumped when the export changes)
 
 
 def load_checkpoint_weights(model: Any, path: Path) -> None:
@@ -67,6 +69,10 @@ class TimmImageEncoder(BaseEncoder):
     feature maps, from timm's ``features_only`` extractor with the same weights, become one vector
     by ``pool`` (``mean`` by default; ``max``; ``flatten`` keeps every value, ``c·h·w`` at the
     model's input size). Without ``layer`` the model's own pooled features are the vector.
+
+    ``backend=onnx`` runs the pooled model in ONNX Runtime on the CPU (exported once, cached like
+    the text models' exports; about 2× torch's images/s for a ResNet on a CPU); the preprocessing
+    stays timm's. The backend and the export's hash are part of the fingerprint.
     """
 
     modalities = frozenset({"image"})
@@ -83,7 +89,14 @@ class TimmImageEncoder(BaseEncoder):
         seed = pop_int(options, "seed", 0)
         layer = options.pop("layer", None)
         pooling = options.pop("pool", None)
+        backend = options.pop("backend", None)
         reject_unknown_options("timm", options, _OPTIONS)
+        self.backend = check_backend(backend, "timm")
+        if self.backend == "onnx-int8" or (self.backend != "torch" and layer is not None):
+            raise InvalidInputError(
+                f"timm: backend={self.backend} is for the pooled model in float (backend=onnx); "
+                "int8 convolutions are slower than float ones on CPUs, and layer= reads the torch model"
+            )
         if checkpoint and pretrained:
             raise InvalidInputError("timm: give either checkpoint=FILE or pretrained=true, not both")
         if pooling is not None and layer is None:
@@ -139,9 +152,24 @@ class TimmImageEncoder(BaseEncoder):
             fmt = getattr(model, "output_fmt", None)  # a timm Format (a str enum), a str, or None
             self._channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"
             self.dim = layer_dim(model, self.pooling, tuple(config["input_size"]), self._channels_last, self.spec)
+        self._fingerprint: str | None = None
+        self.session: Any = None
+        if self.backend == "onnx":
+            self.spec += "&backend=onnx"
+            self.device = torch.device("cpu")
+            weights = module_digest(model)
+            input_size = tuple(config["input_size"])
+            path, self.onnx = cached_export(
+                digest("timm", weights, self._config_text), ONNX_VARIANT,
+                lambda folder: export_image_model(model, folder, input_size),
+            )
+            self.session = onnx_session(path)
+            # ONNX Runtime's vectors differ from torch's in the last bits, and per export.
+            self._fingerprint = digest("timm", weights, self._config_text, "backend=onnx", self.onnx["sha256"])
+            self.model = None  # the session holds the weights
+            return
         self.device = torch_device()
         self.model = model.eval().to(self.device)
-        self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
@@ -167,7 +195,9 @@ class TimmImageEncoder(BaseEncoder):
                     [im if isinstance(im, torch.Tensor) else self.preprocess_image(im)
                      for im in images[start : start + batch_size]]
                 ).to(self.device)
-                if self.layer is None:
+                if self.session is not None:
+                    chunks.append(self.session.run(["features"], {"pixels": batch.float().numpy()})[0])
+                elif self.layer is None:
                     chunks.append(self.model(batch).float().cpu().numpy())
                 else:
                     maps = self.model(batch)[0]
