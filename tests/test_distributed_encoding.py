@@ -186,3 +186,27 @@ def test_the_actor_pool_follows_the_cluster(resources, actors, expected) -> None
 
     pool = Pool.for_cluster(SimpleNamespace(cluster_resources=lambda: resources), actors)
     assert (pool.actors, pool.cpus, pool.gpus) == expected
+
+
+@pytest.mark.slow
+def test_images_on_ray_give_the_vectors_of_one_process(ray_cluster: str, tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    from PIL import Image
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (30 + 5 * i, 40, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    spec = "timm:resnet18?pretrained=false"
+    with Collection.create(tmp_path / "local", encoder=spec, index="Flat") as local, \
+            Collection.create(tmp_path / "ray", encoder=spec, index="Flat") as ray:
+        a = local.index_paths([folder])
+        b = ray.index_paths([folder], engine="ray", actors=1)
+        assert (b.added, [s.source for s in b.skipped]) == (a.added, [s.source for s in a.skipped]) == (5, [s.source for s in a.skipped])
+        assert len(b.skipped) == 1 and "broken.png" in b.skipped[0].source and b.skipped[0].reason == a.skipped[0].reason
+        x, y = contents(local), contents(ray)
+        assert x.keys() == y.keys()
+        for key in x:
+            assert np.allclose(np.frombuffer(x[key][3], np.float32), np.frombuffer(y[key][3], np.float32), atol=1e-5)
