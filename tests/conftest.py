@@ -141,3 +141,12 @@ def ray_cluster() -> Iterator[str]:
     connect("local", num_cpus=2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An empty ``LATENTSEARCH_CACHE`` folder for one test module (the ONNX exports' cache)."""
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("cache")
+        mp.setenv("LATENTSEARCH_CACHE", str(folder))
+        yield folder

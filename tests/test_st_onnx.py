@@ -44,20 +44,12 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        folder = tmp_path_factory.mktemp("cache")
-        mp.setenv("LATENTSEARCH_CACHE", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
-def torch_vectors(cache):
+def torch_vectors(onnx_cache):
     return create_encoder("minilm").encode_text(TEXTS, batch_size=8)
 
 
 @pytest.fixture(scope="module")
-def exports(cache):
+def exports(onnx_cache):
     """The onnx and onnx-int8 encoders, each exported once into the test's cache."""
     return {b: create_encoder(f"minilm?backend={b}") for b in ("onnx", "onnx-int8")}
 
@@ -79,22 +71,22 @@ def test_vectors_close_to_torch(exports, torch_vectors, backend, floor):
     assert cosines(rebatched, out).min() >= (0.9999 if backend == "onnx" else 0.97)
 
 
-def test_spec_and_fingerprint(exports, cache):
+def test_spec_and_fingerprint(exports, onnx_cache):
     torch_enc = create_encoder(f"{MINILM}?backend=torch")
     assert torch_enc.spec == MINILM  # the default spells nothing: existing collections still open
     fingerprints = {torch_enc.fingerprint()}
     for backend, enc in exports.items():
         assert enc.spec == f"{MINILM}?backend={backend}"
         assert create_encoder(enc.spec).spec == enc.spec
-        assert enc.onnx["sha256"] == onnx_export.file_sha256(next(cache.glob(f"onnx/*/{backend}*/model.onnx")))
+        assert enc.onnx["sha256"] == onnx_export.file_sha256(next(onnx_cache.glob(f"onnx/*/{backend}*/model.onnx")))
         fingerprints.add(enc.fingerprint())
     assert len(fingerprints) == 3
     assert exports["onnx-int8"].onnx["instruction_set"] == onnx_export.int8_instruction_set()
 
 
-def test_export_cached_and_reused(exports, cache, monkeypatch):
-    files = sorted(cache.glob("onnx/*/*/model.onnx"))
-    assert len(files) == 2 and not list(cache.glob("onnx/*/.*"))  # no temporary folder left
+def test_export_cached_and_reused(exports, onnx_cache, monkeypatch):
+    files = sorted(onnx_cache.glob("onnx/*/*/model.onnx"))
+    assert len(files) == 2 and not list(onnx_cache.glob("onnx/*/.*"))  # no temporary folder left
     mtimes = [f.stat().st_mtime_ns for f in files]
     monkeypatch.setattr(onnx_export, "_export", lambda *a, **k: pytest.fail("exported a second time"))
     again = create_encoder("minilm?backend=onnx-int8")
@@ -119,7 +111,7 @@ def test_a_collection_keeps_its_backend(exports, tmp_path, monkeypatch):
             col.search(TEXTS[1], k=1)
 
 
-def test_bad_backend_and_layer(cache):
+def test_bad_backend_and_layer(onnx_cache):
     with pytest.raises(InvalidInputError, match="torch, onnx, onnx-int8"):
         create_encoder("minilm?backend=tensorrt")
     with pytest.raises(InvalidInputError, match="layer="):

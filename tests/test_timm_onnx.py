@@ -19,14 +19,6 @@ from latentsearch.errors import EncoderMismatchError, InvalidInputError  # noqa:
 SPEC = "timm:resnet18?pretrained=false"
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        folder = tmp_path_factory.mktemp("cache")
-        mp.setenv("LATENTSEARCH_CACHE", str(folder))
-        yield folder
-
-
 def pictures(n: int = 6) -> list:
     from PIL import Image
 
@@ -34,14 +26,14 @@ def pictures(n: int = 6) -> list:
     return [Image.fromarray(rng.integers(0, 255, (40 + 7 * i, 56, 3), dtype=np.uint8)) for i in range(n)]
 
 
-def test_onnx_gives_torchs_vectors_and_exports_once(cache, monkeypatch) -> None:
+def test_onnx_gives_torchs_vectors_and_exports_once(onnx_cache, monkeypatch) -> None:
     torch_enc, onnx_enc = create_encoder(SPEC), create_encoder(SPEC + "&backend=onnx")
     assert onnx_enc.spec == "timm:resnet18?pretrained=false&seed=0&backend=onnx" and onnx_enc.dim == torch_enc.dim == 512
     a, b = torch_enc.encode_image(pictures()), onnx_enc.encode_image(pictures(), batch_size=4)
     assert b.shape == a.shape and b.dtype == np.float32
     assert np.abs(a - b).max() < 1e-4
     assert onnx_enc.fingerprint() != torch_enc.fingerprint()
-    exported = list(cache.rglob("model.onnx"))
+    exported = list(onnx_cache.rglob("model.onnx"))
     assert len(exported) == 1
 
     def no_export(*args, **kwargs):
@@ -53,7 +45,7 @@ def test_onnx_gives_torchs_vectors_and_exports_once(cache, monkeypatch) -> None:
     assert np.array_equal(again.encode_image(pictures()[:2]), b[:2])
 
 
-def test_a_collection_pins_the_backend(cache, tmp_path: Path) -> None:
+def test_a_collection_pins_the_backend(onnx_cache, tmp_path: Path) -> None:
     folder = tmp_path / "pics"
     folder.mkdir()
     for i, im in enumerate(pictures()):
