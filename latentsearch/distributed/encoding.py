@@ -30,21 +30,10 @@ from .. import testing_hooks
 from ..errors import LatentSearchError
 from ..ingest.chunking import ChunkConfig
 from ..ingest.passages import LazySplitter
-from ..ingest.pipeline import (
-    Parts,
-    Prepared,
-    Progress,
-    Stages,
-    decide,
-    encode_records,
-    input_chunks,
-    read_records,
-    release_images,
-    unchanged_files,
-    write_all,
-)
+from ..ingest.pipeline import Parts, Stages, encode_records, input_chunks
+from ..ingest.prepare import Prepared, decide, read_records, release_images, unchanged_files
 from ..ingest.records import Record
-from ..types import IMAGE, IndexReport, Skipped
+from ..types import IMAGE, Skipped
 from .cluster import ray_module
 
 log = logging.getLogger(__name__)
@@ -126,24 +115,19 @@ class Pool:
         return cls(n, share, min(1.0, gpus / n) if gpus else 0.0)
 
 
-def run_ingest_ray(
-    parts: Parts,
-    records: Iterable[Record | Skipped],
-    batch_size: int,
-    on_conflict: str,
-    progress: Progress | None,
-    chunking: ChunkConfig | None = None,
-    actors: int | None = None,
-) -> IndexReport:
-    """:func:`~latentsearch.ingest.pipeline.run_ingest` with reading and encoding on the Ray
-    cluster this process is connected to (:func:`~.cluster.connect`)."""
+def encoded_on_ray(
+    parts: Parts, records: Iterable[Record | Skipped], batch_size: int, on_conflict: str,
+    chunking: ChunkConfig | None, actors: int | None, stages: Stages,
+) -> Iterator[tuple[Prepared, np.ndarray]]:
+    """The encoded chunks of :func:`~latentsearch.ingest.pipeline.run_ingest` (``engine="ray"``),
+    read and encoded on the Ray cluster this process is connected to (a local one is started
+    when there is none), sorted against the store here, in input order."""
     ray = ray_module()
     if not ray.is_initialized():
         from .cluster import connect
 
         connect()
     pool = Pool.for_cluster(ray, actors)
-    stages = Stages()
     encoder = parts.encoder
     actor_args = {
         "spec": encoder.spec,
@@ -155,25 +139,21 @@ def run_ingest_ray(
         "kill_once": os.environ.get(testing_hooks.KILL_WORKER_ONCE) or None,
     }
     log.info("encoding on Ray: %d actors, %g CPUs and %g GPUs each", pool.actors, pool.cpus, pool.gpus)
-
-    def encoded() -> Iterator[tuple[Prepared, np.ndarray]]:
-        for partition in _partitions(parts, records, batch_size, stages):
-            sent = [fresh for _, fresh in partition if fresh]
-            results = _encode_partition(ray, sent, pool, actor_args) if sent else iter(())
-            for prep, fresh in partition:
-                if not fresh:
-                    yield prep, np.zeros((0, parts.config.dim), np.float32)
-                    continue
-                done: Encoded = next(results)
-                stages.encode += done.seconds
-                t0 = time.perf_counter()
-                prep.skipped += done.skipped
-                prep.warnings += done.warnings
-                positions = decide(parts.store, done.loaded, on_conflict, prep)
-                stages.read += time.perf_counter() - t0
-                yield prep, done.vectors[positions]
-
-    return write_all(parts, encoded(), progress, stages)
+    for partition in _partitions(parts, records, batch_size, stages):
+        sent = [fresh for _, fresh in partition if fresh]
+        results = _encode_partition(ray, sent, pool, actor_args) if sent else iter(())
+        for prep, fresh in partition:
+            if not fresh:
+                yield prep, np.zeros((0, parts.config.dim), np.float32)
+                continue
+            done: Encoded = next(results)
+            stages.encode += done.seconds
+            t0 = time.perf_counter()
+            prep.skipped += done.skipped
+            prep.warnings += done.warnings
+            positions = decide(parts.store, done.loaded, on_conflict, prep)
+            stages.read += time.perf_counter() - t0
+            yield prep, done.vectors[positions]
 
 
 def _partitions(
@@ -246,13 +226,14 @@ def _encode_partition(ray: Any, chunks: list[list[Record]], pool: Pool, actor_ar
 
 
 def _user_error(exc: BaseException) -> BaseException:
-    """The latentsearch error a worker raised (Ray wraps it in its own), else ``exc``."""
+    """The latentsearch error a worker raised (Ray wraps it in its own; its cause is the
+    worker's exception, unpickled), else ``exc``."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, LatentSearchError):
-            return type(current)(str(current))
+            return current
         cause = getattr(current, "cause", None)
         current = cause if isinstance(cause, BaseException) else (current.__cause__ or current.__context__)
     return exc

@@ -207,17 +207,15 @@ def tune(index: FaissIndex, store: SqlStore, metric: str, spec: str, target: flo
     nothing to tune. ``factory``: tune that index type for the same vectors instead (``auto``
     weighing another type). Reads the store (call it holding the writer lock, never from a
     search); never searches ``index`` itself."""
-    factory = factory or index.factory
-    param = search_param(index) if factory == index.factory else None
-    rescoring = rescore_tunable(index, rescore_free) and factory == index.factory
-    if param is None and not rescoring and factory == index.factory:
-        return None
+    same = factory in (None, index.factory)
+    rescoring = same and rescore_tunable(index, rescore_free)
+    if same and search_param(index) is None and not rescoring:
+        return None  # nothing to tune: no held-out copy built
     queries = queries or held_out(store, metric)
     measured_on = holdout_index(index, store, queries, factory)
-    if factory != index.factory:
-        param = search_param(measured_on)
-    if param is None and not rescoring or search_param(measured_on) != param or not measured_on.trained:
-        return None  # nothing to tune, or too few vectors left to train it
+    factory, param = measured_on.factory, search_param(measured_on)
+    if not measured_on.trained or (param is None and not rescoring) or (same and param != search_param(index)):
+        return None  # too few vectors left to train the copy
     base = {"rescore": 1} if rescoring else {}  # not the rescore an earlier tuning chose
     measured: dict[tuple[tuple[str, int], ...], float] = {}
     nq = len(queries.ids)
@@ -306,10 +304,8 @@ def fastest(tunings: list[Tuning | None]) -> Tuning | None:
     met = [t for t in tunings if t is not None and t.met and t.qps]
     if first is None or not met:
         return first
-    best = max(met, key=lambda t: t.qps or 0.0)
-    if best is first or (first.met and first.qps and best.qps <= first.qps):  # type: ignore[operator]
-        return first
-    return replace(best, replaces=first.factory)
+    best = max(met, key=lambda t: t.qps or 0.0)  # the first of equals: the size-based choice wins ties
+    return first if best is first else replace(best, replaces=first.factory)
 
 
 def exact_tuning(spec: str, target: float, replaces: str, ntotal: int, queries: int) -> Tuning:

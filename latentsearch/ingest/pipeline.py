@@ -136,11 +136,20 @@ def run_ingest(
     on_conflict: str,
     progress: Progress | None,
     chunking: ChunkConfig | None = None,
+    engine: str = "local",
+    actors: int | None = None,
 ) -> IndexReport:
     """Read, encode and write ``records`` batch by batch: each encoded batch is committed in
     its own transaction and reported to ``progress`` (with the number of inputs it covered)
-    as soon as it is, so an interrupted run keeps every finished batch."""
+    as soon as it is, so an interrupted run keeps every finished batch. ``engine="ray"``:
+    read and encoded by ``actors`` on a Ray cluster (:mod:`latentsearch.distributed.encoding`),
+    written here all the same."""
     stages = Stages()
+    if engine == "ray":
+        from ..distributed.encoding import encoded_on_ray
+
+        stream = encoded_on_ray(parts, records, batch_size, on_conflict, chunking, actors, stages)
+        return write_all(parts, stream, progress, stages)
     splitter = LazySplitter(parts.encoder, chunking) if chunking is not None else None
 
     def encoded() -> Iterator[tuple[Prepared, np.ndarray]]:

@@ -349,11 +349,7 @@ class Writer:
         if batch_size <= 0:
             raise InvalidInputError(f"batch size must be positive, got {batch_size}")
         with self.writing():
-            if engine == "ray":
-                from ..distributed.encoding import run_ingest_ray
-
-                return run_ingest_ray(self, records, batch_size, on_conflict, progress, chunking, actors)
-            return run_ingest(self, records, batch_size, on_conflict, progress, chunking)
+            return run_ingest(self, records, batch_size, on_conflict, progress, chunking, engine, actors)
 
     def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = ()) -> Deleted:
         """Delete items by id and/or key; returns how many existed (with the ids and keys that
